@@ -1,0 +1,37 @@
+"""Flower ClientApp: one MIST sub-model. Handlers unpack a message, call fedmist, pack the reply."""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from fedmist.engine.client_steps import run_local, run_xdiff
+from fedmist.engine.workspace import get_workspace
+from fedmist.flower import messages
+
+app = ClientApp()
+
+
+def _threads(cfg_cpus: float) -> None:
+    # One torch thread per CPU granted to this client: more threads than cores under Ray's
+    # concurrent actors slowed a small model ~35x on this 2-core machine (DESIGN.md).
+    torch.set_num_threads(max(1, int(cfg_cpus)))
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Phase 1: local SGD pass, then true-class probabilities on the peers' rows."""
+    cfg, job = messages.unpack_local(msg.content)
+    _threads(cfg.cpus_per_client)
+    result = run_local(get_workspace(cfg), cfg, job)
+    return Message(messages.pack_local_result(result), reply_to=msg)
+
+
+@app.train("xdiff")
+def xdiff(msg: Message, context: Context) -> Message:
+    """Phase 2: cross-difference pass against the targets (or the peers' weights)."""
+    cfg, job = messages.unpack_xdiff(msg.content)
+    _threads(cfg.cpus_per_client)
+    result = run_xdiff(get_workspace(cfg), cfg, job)
+    return Message(messages.pack_xdiff_result(result), reply_to=msg)

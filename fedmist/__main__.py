@@ -1,0 +1,3 @@
+from fedmist.cli import main
+
+main()

@@ -1,0 +1,99 @@
+"""``fedmist`` command line: a thin layer over the library. User errors -> one line, exit code 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fedmist.errors import ConfigError, FedmistError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train membership-inference-resistant models with MIST on Flower, and audit them.")
+
+
+@app.callback()
+def _root() -> None:
+    """fedmist: MIST training, membership-inference audits and defense comparisons on Flower."""
+
+
+def _attach_subcommands() -> None:
+    from fedmist.data.cli import data_app
+    app.add_typer(data_app, name="data")
+
+
+@app.command()
+def simulate(
+    dataset: str = typer.Option("location", help="location, texas, purchase, cifar10, cifar100, synthetic[:texas|:purchase|:RxFxK]"),
+    defense: str = typer.Option("mist", help="mist, subspace (phase 1 only) or sgd (1-client baseline)"),
+    clients: Optional[int] = typer.Option(None, help="number of sub-models / virtual SuperNodes (C)"),
+    recipe: Optional[Path] = typer.Option(None, help="TOML recipe; default experiments/recipes/<dataset>-<defense>.toml"),
+    epochs: Optional[int] = typer.Option(None),
+    lr: Optional[float] = typer.Option(None),
+    lam: Optional[float] = typer.Option(None, "--lambda", help="weight of the cross-difference loss"),
+    batch_size: Optional[int] = typer.Option(None),
+    xdiff_loss: Optional[str] = typer.Option(None, help="l1 (paper), l2 or kl"),
+    mixup_alpha: Optional[float] = typer.Option(None, help="> 0 enables mixup in phase 1 (MIST+Mixup)"),
+    momentum: Optional[float] = typer.Option(None),
+    repartition: Optional[str] = typer.Option(None, help="epoch (paper) or fixed (authors' code on Location)"),
+    mode: Optional[str] = typer.Option(None, help="virtual (server computes targets) or private (peers' weights forwarded)"),
+    model: Optional[str] = typer.Option(None),
+    train_size: Optional[int] = typer.Option(None, help="target training-set size (default: the paper's)"),
+    seed: Optional[int] = typer.Option(None),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda"),
+    data_dir: Optional[Path] = typer.Option(None, help="data directory (default $FEDMIST_DATA or ../shared/data)"),
+    cpus_per_client: Optional[float] = typer.Option(None, help="Ray CPUs per client (2 cores / 1.0 = 2 concurrent clients)"),
+    gpus_per_client: Optional[float] = typer.Option(None, help="fraction of a GPU per client, e.g. 0.25"),
+    set_: list[str] = typer.Option([], "--set", help="any other config field, KEY=VALUE"),
+    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<dataset>-<defense>-c<C>-s<seed>)"),
+    resume: bool = typer.Option(False, help="continue an interrupted run from its last checkpoint"),
+    force: bool = typer.Option(False, help="overwrite an existing run directory"),
+) -> None:
+    """Train a model with MIST (or a baseline) in Flower's simulation engine."""
+    from fedmist.config import RunConfig
+    from fedmist.recipes import default_recipe
+
+    overrides = {k: v for k, v in {
+        "dataset": dataset, "defense": defense, "clients": clients, "epochs": epochs, "lr": lr, "lam": lam,
+        "batch_size": batch_size, "xdiff_loss": xdiff_loss, "mixup_alpha": mixup_alpha, "momentum": momentum,
+        "repartition": repartition, "mode": mode, "model": model, "train_size": train_size, "seed": seed,
+        "device": device, "data_dir": str(data_dir) if data_dir else None, "cpus_per_client": cpus_per_client,
+        "gpus_per_client": gpus_per_client}.items() if v is not None}
+    for item in set_:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = v.strip()
+    recipe = recipe or default_recipe(dataset, defense, model or "")
+    cfg = RunConfig.from_toml(recipe) if recipe else RunConfig()
+    cfg = RunConfig.from_dict(overrides, base=cfg)
+    if clients is None and recipe is None and defense != "sgd":
+        cfg.clients = 4
+    from fedmist.commands.simulate import simulate_command
+    simulate_command(cfg, out, resume=resume, force=force, recipe=recipe)
+
+
+def main() -> None:
+    _attach_subcommands()
+    try:
+        app(standalone_mode=False)
+    except FedmistError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as err:
+        sys.exit(getattr(err, "exit_code", getattr(err, "code", 0)))
+    except KeyboardInterrupt:
+        typer.echo("interrupted; rerun the same command with --resume to continue", err=True)
+        sys.exit(130)
+    except Exception as err:  # click usage errors keep their own formatting
+        import click
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""``fedmist simulate``: open (or resume) a run directory and train it in the Flower simulation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedmist.config import RunConfig
+from fedmist.console import console, epoch_line, progress, summary_table
+from fedmist.runner import Run, open_run, prepare_config
+
+
+def default_out(cfg: RunConfig) -> Path:
+    name = cfg.dataset.replace(":", "-")
+    return Path("runs") / f"{name}-{cfg.defense}-c{cfg.clients}-s{cfg.seed}"
+
+
+def simulate_command(cfg: RunConfig, out: Path | None, *, resume: bool, force: bool, recipe: Path | None) -> dict:
+    from fedmist.data.paths import display_path
+    from fedmist.simulation import simulate_runs
+
+    cfg = prepare_config(cfg)
+    out = out or default_out(cfg)
+    run = open_run(cfg, out, resume=resume, force=force)
+    src = display_path(recipe) if recipe else "built-in defaults"
+    console.print(f"[bold]fedmist simulate[/] {cfg.defense} on {cfg.dataset} "
+                  f"({'SYNTHETIC data' if run_is_synthetic(run) else 'real data'}), C={cfg.clients}, "
+                  f"{len(run.split.members)} members, recipe: {src}, run dir: {out}")
+    if run.start_epoch > 1:
+        console.print(f"resuming at epoch {run.start_epoch} of {cfg.epochs}")
+    with progress() as bar:
+        task = bar.add_task(f"{cfg.defense} epochs", total=cfg.epochs, completed=run.start_epoch - 1)
+
+        def report(r: Run, row: dict) -> None:
+            bar.update(task, completed=row["epoch"])
+            if "train_acc" in row:
+                bar.console.print(epoch_line(cfg.defense, row))
+
+        run.on_report = report
+        if run.start_epoch <= cfg.epochs:
+            simulate_runs([run], cfg.clients)
+        else:
+            run.finish()
+    summary = _summary_of(run)
+    console.print(summary_table(str(out), summary))
+    console.print(f"run directory: {out}  (load with fedmist.load_run({str(out)!r}))")
+    return summary
+
+
+def run_is_synthetic(run: Run) -> bool:
+    from fedmist.engine.workspace import get_workspace
+    return get_workspace(run.cfg).dataset.synthetic
+
+
+def _summary_of(run: Run) -> dict:
+    import json
+    assert run.path is not None
+    return json.loads((run.path / "metrics.json").read_text())["summary"]

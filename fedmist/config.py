@@ -1,0 +1,142 @@
+"""One typed config for a training run, loaded from TOML recipes and overridable from the CLI.
+
+Recipes in ``experiments/recipes/*.toml`` are flat tables of the fields below (``lambda`` is
+accepted for ``lam``; kebab-case keys work too, as in Flower's run-config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedmist.errors import ConfigError
+
+XDIFF_LOSSES = ("l1", "l2", "kl")
+REPARTITION = ("epoch", "fixed")
+MODES = ("virtual", "private")
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to rerun a training run (saved as ``config.json``)."""
+
+    dataset: str = "location"
+    model: str = ""  # "" = the dataset's default model
+    defense: str = "mist"
+    clients: int = 4
+    epochs: int = 100
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 100
+    lam: float = 14.0
+    xdiff_loss: str = "l1"
+    mixup_alpha: float = 0.0
+    repartition: str = "epoch"
+    skip_last_xdiff: bool = False
+    lr_schedule: list[int] = field(default_factory=list)  # epochs where lr is multiplied by 0.1
+    train_size: int = 0  # 0 = the dataset's paper size
+    seed: int = 0
+    device: str = "cpu"
+    mode: str = "virtual"
+    data_dir: str = ""  # "" = FEDMIST_DATA or ../shared/data
+    eval_every: int = 1
+    cpus_per_client: float = 1.0
+    gpus_per_client: float = 0.0
+    round_timeout: float = 600.0
+
+    def validate(self) -> "RunConfig":
+        """Raise ConfigError naming the first bad field; return self so calls chain."""
+        from fedmist.defenses import DEFENSES
+
+        if self.defense not in DEFENSES:
+            raise ConfigError(f"unknown defense {self.defense!r}; known: {', '.join(sorted(DEFENSES))}")
+        DEFENSES[self.defense].check(self)
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.momentum < 0 or self.weight_decay < 0 or self.mixup_alpha < 0:
+            raise ConfigError("momentum, weight_decay and mixup_alpha must be >= 0")
+        if self.xdiff_loss not in XDIFF_LOSSES:
+            raise ConfigError(f"xdiff_loss must be one of {XDIFF_LOSSES}, got {self.xdiff_loss!r}")
+        if self.repartition not in REPARTITION:
+            raise ConfigError(f"repartition must be one of {REPARTITION}, got {self.repartition!r}")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.train_size < 0:
+            raise ConfigError(f"train_size must be >= 0, got {self.train_size}")
+        if self.eval_every < 1:
+            raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
+        return self
+
+    # --- (de)serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], base: "RunConfig | None" = None) -> "RunConfig":
+        """Build from a flat dict; unknown keys are an error that names them."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        cfg = dataclasses.replace(base) if base is not None else cls()
+        for raw_key, value in values.items():
+            key = normalize_key(raw_key)
+            if key not in fields:
+                raise ConfigError(f"unknown config key {raw_key!r}; known keys: {', '.join(sorted(fields))}")
+            setattr(cfg, key, _coerce(key, fields[key], value))
+        return cfg
+
+    @classmethod
+    def from_toml(cls, path: str | Path, base: "RunConfig | None" = None) -> "RunConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"recipe {path} is not valid TOML: {err}") from None
+        return cls.from_dict(data, base=base)
+
+
+def normalize_key(key: str) -> str:
+    """``lambda`` -> ``lam``; kebab-case -> snake_case."""
+    key = key.replace("-", "_")
+    return "lam" if key == "lambda" else key
+
+
+def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
+    """Convert strings from Flower's run-config / CLI into the field's type, or explain."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes"):
+                    return True
+                if value.lower() in ("false", "0", "no"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, list):
+            if isinstance(value, str):
+                return [int(v) for v in value.replace(",", " ").split()]
+            return [int(v) for v in value]
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {key!r}: cannot use {value!r} as {type(default).__name__}") from None

@@ -1,0 +1,57 @@
+"""What a client does with a job: load weights, call the training math, return weights.
+
+Shared by the Flower ClientApp and the in-process federation, so both compute the same thing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fedmist.config import RunConfig
+from fedmist.engine.jobs import LocalJob, LocalResult, State, XdiffJob, XdiffResult
+from fedmist.engine.workspace import Workspace
+from fedmist.training.local import local_epoch
+from fedmist.training.seeding import PHASE_LOCAL, PHASE_XDIFF, step_rng
+from fedmist.training.xdiff import true_class_probs, xdiff_epoch
+
+
+def _state_of(model: torch.nn.Module) -> State:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def run_local(ws: Workspace, cfg: RunConfig, job: LocalJob) -> LocalResult:
+    model = ws.model
+    model.load_state_dict(job.state)
+    rng = step_rng(cfg.seed, job.epoch, job.client, PHASE_LOCAL)
+    loss = local_epoch(model, ws.x, ws.y, job.train_rows, lr=job.lr, batch_size=cfg.batch_size, rng=rng,
+                       momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                       mixup_alpha=cfg.mixup_alpha, device=ws.device)
+    probs = (true_class_probs(model, ws.x, ws.y, job.predict_rows, device=ws.device)
+             if len(job.predict_rows) else np.empty(0, dtype=np.float32))
+    return LocalResult(job.client, _state_of(model), loss, len(job.train_rows), probs)
+
+
+def targets_from_peers(ws: Workspace, peer_states: list[State], rows: np.ndarray) -> np.ndarray:
+    """Private-data mode: t(x) = mean of the peers' true-class probabilities, computed locally."""
+    if not peer_states:
+        raise ValueError("private-data mode needs the other clients' phase-1 weights")
+    acc = np.zeros(len(rows), dtype=np.float64)
+    for state in peer_states:
+        ws.model.load_state_dict(state)
+        acc += true_class_probs(ws.model, ws.x, ws.y, rows, device=ws.device)
+    return (acc / len(peer_states)).astype(np.float32)
+
+
+def run_xdiff(ws: Workspace, cfg: RunConfig, job: XdiffJob) -> XdiffResult:
+    if job.targets is None:
+        targets = targets_from_peers(ws, job.peer_states or [], job.train_rows)
+    else:
+        targets = job.targets
+    model = ws.model
+    model.load_state_dict(job.state)
+    rng = step_rng(cfg.seed, job.epoch, job.client, PHASE_XDIFF)
+    loss = xdiff_epoch(model, ws.x, ws.y, job.train_rows, targets, lam=cfg.lam, lr=job.lr,
+                       batch_size=cfg.batch_size, rng=rng, kind=cfg.xdiff_loss,
+                       momentum=cfg.momentum, weight_decay=cfg.weight_decay, device=ws.device)
+    return XdiffResult(job.client, _state_of(model), loss, len(job.train_rows))

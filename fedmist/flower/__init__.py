@@ -1,0 +1,1 @@
+"""The only place in ``fedmist`` that knows Flower's record types: jobs <-> messages."""

@@ -1,0 +1,58 @@
+"""``load_run``: a finished run directory back as Python objects."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedmist.config import RunConfig
+from fedmist.data.dataset import Dataset
+from fedmist.errors import RunDirError
+
+
+@dataclass
+class LoadedRun:
+    """A trained run: ``model`` (eval mode), ``dataset``, ``split`` index arrays, ``config``."""
+
+    path: Path
+    config: RunConfig
+    model: nn.Module
+    dataset: Dataset
+    split: dict[str, np.ndarray]
+    metrics: dict
+
+
+def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
+    """Load ``runs/NAME``: rebuilds the model from ``config.json`` and ``model.pt``.
+
+    >>> load_run("runs/does-not-exist")
+    Traceback (most recent call last):
+    ...
+    fedmist.errors.RunDirError: runs/does-not-exist is not a run directory (no config.json)
+    """
+    from fedmist.data.registry import load_dataset
+    from fedmist.data.split import Split
+    from fedmist.engine.workspace import model_name_for
+    from fedmist.models import build_model
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise RunDirError(f"{path} is not a run directory (no config.json)")
+    for required in ("model.pt", "split.npz"):
+        if not (path / required).is_file():
+            raise RunDirError(f"run {path} is incomplete: {required} is missing (unfinished run? use --resume)")
+    cfg = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
+    dataset = load_dataset(cfg.dataset, cfg.data_dir or None, seed=cfg.seed)
+    model = build_model(model_name_for(cfg), dataset.feature_shape, dataset.num_classes)
+    model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
+    model.to(device).eval()
+    split = Split.load(path / "split.npz")
+    metrics_file = path / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    return LoadedRun(path, cfg, model, dataset,
+                     {"members": split.members, "nonmembers": split.nonmembers, "test": split.test}, metrics)

@@ -1,0 +1,187 @@
+"""Run directories: create or resume, evaluate and checkpoint every epoch, write the results.
+
+A run directory (DESIGN.md) holds ``config.json``, ``split.npz``, ``metrics.json``, ``model.pt``
+and, while training, ``checkpoint.pt`` (written atomically after every epoch, so an interrupted
+run loses at most one epoch and ``--resume`` continues it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedmist.config import RunConfig
+from fedmist.data.registry import PAPER_TRAIN_SIZE, base_name
+from fedmist.data.split import Split, make_split
+from fedmist.engine.jobs import State
+from fedmist.engine.loop import EpochReport
+from fedmist.engine.workspace import get_workspace, initial_state
+from fedmist.errors import RunDirError
+from fedmist.training.evaluate import accuracy
+
+# Fields that may change between an interrupted run and its resumption without changing results.
+RESUMABLE_DIFFERENCES = {"device", "cpus_per_client", "gpus_per_client", "round_timeout", "data_dir", "eval_every"}
+PHASES = ("local", "xdiff", "aggregate", "eval")
+
+
+def prepare_config(cfg: RunConfig) -> RunConfig:
+    """Apply what the defense fixes, make the data directory absolute (simulation workers may run
+    elsewhere) and validate; raises ConfigError naming the first problem."""
+    from fedmist.data.paths import resolve_data_dir
+    from fedmist.defenses import DEFENSES
+
+    if cfg.defense in DEFENSES:
+        DEFENSES[cfg.defense].prepare(cfg)
+    if not cfg.dataset.startswith("synthetic"):
+        cfg.data_dir = str(resolve_data_dir(cfg.data_dir or None))
+    return cfg.validate()
+
+
+def default_train_size(cfg: RunConfig, n_rows: int) -> int:
+    """The paper's target-set size, or half the data for datasets it does not cover."""
+    if cfg.train_size:
+        return cfg.train_size
+    return PAPER_TRAIN_SIZE.get(base_name(cfg.dataset), n_rows // 2)
+
+
+@dataclass
+class Run:
+    """One training run in progress: where it writes and what it has done so far."""
+
+    cfg: RunConfig
+    path: Path | None  # None: in-memory only (e.g. a shadow model whose weights a callback keeps)
+    split: Split
+    state: State
+    start_epoch: int = 1
+    history: list[dict] = field(default_factory=list)
+    phase_time: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    wall_before: float = 0.0  # seconds spent in earlier (interrupted) sessions of this run
+    on_report: Callable[["Run", dict], None] | None = None
+    started: float = field(default_factory=time.perf_counter)
+    startup_time: float = 0.0  # engine start-up (Ray, client processes) before the first epoch
+    _epoch_start: float = field(default_factory=time.perf_counter)
+
+    def begin(self) -> None:
+        """Call when the clients are connected: start-up cost is reported apart from training."""
+        now = time.perf_counter()
+        self.startup_time += now - self.started
+        self.started = self._epoch_start = now
+
+    # --- per epoch ------------------------------------------------------------------------------
+    def on_epoch(self, state: State, rep: EpochReport) -> None:
+        self.phase_time["local"] += rep.time_local
+        self.phase_time["xdiff"] += rep.time_xdiff
+        self.phase_time["aggregate"] += rep.time_aggregate
+        row = {"epoch": rep.epoch, "lr": rep.lr, "local_loss": rep.local_loss, "xdiff_loss": rep.xdiff_loss}
+        if rep.epoch % self.cfg.eval_every == 0 or rep.epoch == self.cfg.epochs:
+            t0 = time.perf_counter()
+            row.update(self.evaluate(state))
+            self.phase_time["eval"] += time.perf_counter() - t0
+        now = time.perf_counter()
+        row["epoch_time"], self._epoch_start = now - self._epoch_start, now
+        row["wall_time"] = self.wall_time()
+        self.history.append(row)
+        self.state = state
+        if self.path is not None:
+            self.checkpoint(rep.epoch)
+        if self.on_report is not None:
+            self.on_report(self, row)
+
+    def evaluate(self, state: State) -> dict[str, float]:
+        ws = get_workspace(self.cfg)
+        ws.model.load_state_dict(state)
+        return {"train_acc": accuracy(ws.model, ws.x, ws.y, self.split.members, ws.device),
+                "test_acc": accuracy(ws.model, ws.x, ws.y, self.split.test, ws.device)}
+
+    def wall_time(self) -> float:
+        return self.wall_before + time.perf_counter() - self.started
+
+    def checkpoint(self, epoch: int) -> None:
+        assert self.path is not None
+        tmp = self.path / "checkpoint.pt.tmp"
+        torch.save({"epoch": epoch, "state": self.state, "history": self.history,
+                    "phase_time": self.phase_time, "wall_time": self.wall_time()}, tmp)
+        os.replace(tmp, self.path / "checkpoint.pt")
+
+    # --- end ------------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        last = next((h for h in reversed(self.history) if "test_acc" in h), {})
+        train_acc, test_acc = last.get("train_acc", float("nan")), last.get("test_acc", float("nan"))
+        return {"train_acc": train_acc, "test_acc": test_acc, "gap": train_acc - test_acc,
+                "epochs": self.cfg.epochs, "wall_time": self.wall_time(),
+                "median_epoch_time": float(np.median([h["epoch_time"] for h in self.history])) if self.history else 0.0,
+                "startup_time": self.startup_time,
+                "phase_time": self.phase_time, "synthetic": get_workspace(self.cfg).dataset.synthetic,
+                "members": int(len(self.split.members)), "nonmembers": int(len(self.split.nonmembers)),
+                "test": int(len(self.split.test)), "test_is_nonmembers": self.split.test_is_nonmembers}
+
+    def finish(self) -> dict:
+        summary = self.summary()
+        if self.path is not None:
+            torch.save(self.state, self.path / "model.pt")
+            write_json(self.path / "metrics.json", {"summary": summary, "history": self.history})
+            (self.path / "checkpoint.pt").unlink(missing_ok=True)
+        return summary
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=float))
+    os.replace(tmp, path)
+
+
+def open_run(cfg: RunConfig, path: Path | None, *, resume: bool = False, force: bool = False,
+             members: np.ndarray | None = None) -> Run:
+    """Create a run directory (or an in-memory run when ``path`` is None), or reopen one to resume.
+
+    ``members`` overrides the seeded split's training rows (shadow models train on given halves of
+    the audit pool).
+    """
+    ws = get_workspace(cfg)
+    if path is None:
+        split = make_split(len(ws.dataset), default_train_size(cfg, len(ws.dataset)), cfg.seed)
+        if members is not None:
+            split = Split(np.asarray(members, dtype=np.int64), split.nonmembers, split.test, split.test_is_nonmembers)
+        return Run(cfg, None, split, initial_state(cfg))
+    if path.exists() and resume:
+        return _resume(cfg, path)
+    if path.exists() and any(path.iterdir()):
+        if not force:
+            raise RunDirError(f"run directory {path} already exists; use --resume to continue it or --force to overwrite")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    split = make_split(len(ws.dataset), default_train_size(cfg, len(ws.dataset)), cfg.seed)
+    if members is not None:
+        split = Split(np.asarray(members, dtype=np.int64), split.nonmembers, split.test, split.test_is_nonmembers)
+    split.save(path / "split.npz")
+    (path / "config.json").write_text(cfg.to_json())
+    return Run(cfg, path, split, initial_state(cfg))
+
+
+def _resume(cfg: RunConfig, path: Path) -> Run:
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise RunDirError(f"cannot resume {path}: no config.json")
+    saved = json.loads(cfg_file.read_text())
+    mine = cfg.to_dict()
+    differ = sorted(k for k in mine if k not in RESUMABLE_DIFFERENCES and saved.get(k) != mine[k])
+    if differ:
+        detail = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {mine[k]!r}" for k in differ)
+        raise RunDirError(f"cannot resume {path}: its config differs ({detail})")
+    split = Split.load(path / "split.npz")
+    ckpt_file = path / "checkpoint.pt"
+    if not ckpt_file.is_file():
+        if (path / "model.pt").is_file():
+            raise RunDirError(f"run {path} is already complete (model.pt exists); nothing to resume")
+        return Run(cfg, path, split, initial_state(cfg))
+    ckpt = torch.load(ckpt_file, weights_only=False)
+    return Run(cfg, path, split, ckpt["state"], start_epoch=ckpt["epoch"] + 1, history=ckpt["history"],
+               phase_time=ckpt["phase_time"], wall_before=ckpt["wall_time"])
