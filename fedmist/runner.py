@@ -80,7 +80,8 @@ class Run:
         self.phase_time["local"] += rep.time_local
         self.phase_time["xdiff"] += rep.time_xdiff
         self.phase_time["aggregate"] += rep.time_aggregate
-        row = {"epoch": rep.epoch, "lr": rep.lr, "local_loss": rep.local_loss, "xdiff_loss": rep.xdiff_loss}
+        row = {"epoch": rep.epoch, "lr": rep.lr, "local_loss": rep.local_loss, "xdiff_loss": rep.xdiff_loss,
+               "time_local": rep.time_local, "time_xdiff": rep.time_xdiff, **rep.extra}
         if rep.epoch % self.cfg.eval_every == 0 or rep.epoch == self.cfg.epochs:
             t0 = time.perf_counter()
             row.update(self.evaluate(state))

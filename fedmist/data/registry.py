@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -48,11 +49,12 @@ def parse_synthetic(name: str) -> dict[str, int] | None:
     """``synthetic`` or ``synthetic:ROWSxFEATURESxCLASSES`` (e.g. ``synthetic:600x20x4``)."""
     if name == "synthetic":
         return {"n_rows": 1200, "n_features": 32, "num_classes": 4}
-    if name.startswith("synthetic:") and "x" in name:
-        try:
-            rows, feats, classes = (int(v) for v in name.split(":", 1)[1].split("x"))
-        except ValueError:
-            raise ConfigError(f"bad synthetic dataset {name!r}; use synthetic:ROWSxFEATURESxCLASSES") from None
+    if name.startswith("synthetic:") and name not in DATASETS:
+        match = re.fullmatch(r"synthetic:(\d+)x(\d+)x(\d+)", name)
+        if match is None:
+            raise ConfigError(f"unknown dataset {name!r}; use synthetic:texas, synthetic:purchase or "
+                              "synthetic:ROWSxFEATURESxCLASSES")
+        rows, feats, classes = (int(v) for v in match.groups())
         return {"n_rows": rows, "n_features": feats, "num_classes": classes}
     return None
 

@@ -5,6 +5,8 @@ Shared by the Flower ClientApp and the in-process federation, so both compute th
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -21,6 +23,7 @@ def _state_of(model: torch.nn.Module) -> State:
 
 
 def run_local(ws: Workspace, cfg: RunConfig, job: LocalJob) -> LocalResult:
+    t0 = time.perf_counter()
     model = ws.model
     model.load_state_dict(job.state)
     rng = step_rng(cfg.seed, job.epoch, job.client, PHASE_LOCAL)
@@ -29,7 +32,7 @@ def run_local(ws: Workspace, cfg: RunConfig, job: LocalJob) -> LocalResult:
                        mixup_alpha=cfg.mixup_alpha, device=ws.device)
     probs = (true_class_probs(model, ws.x, ws.y, job.predict_rows, device=ws.device)
              if len(job.predict_rows) else np.empty(0, dtype=np.float32))
-    return LocalResult(job.client, _state_of(model), loss, len(job.train_rows), probs)
+    return LocalResult(job.client, _state_of(model), loss, len(job.train_rows), probs, time.perf_counter() - t0)
 
 
 def targets_from_peers(ws: Workspace, peer_states: list[State], rows: np.ndarray) -> np.ndarray:
@@ -44,6 +47,7 @@ def targets_from_peers(ws: Workspace, peer_states: list[State], rows: np.ndarray
 
 
 def run_xdiff(ws: Workspace, cfg: RunConfig, job: XdiffJob) -> XdiffResult:
+    t0 = time.perf_counter()
     if job.targets is None:
         targets = targets_from_peers(ws, job.peer_states or [], job.train_rows)
     else:
@@ -54,4 +58,4 @@ def run_xdiff(ws: Workspace, cfg: RunConfig, job: XdiffJob) -> XdiffResult:
     loss = xdiff_epoch(model, ws.x, ws.y, job.train_rows, targets, lam=cfg.lam, lr=job.lr,
                        batch_size=cfg.batch_size, rng=rng, kind=cfg.xdiff_loss,
                        momentum=cfg.momentum, weight_decay=cfg.weight_decay, device=ws.device)
-    return XdiffResult(job.client, _state_of(model), loss, len(job.train_rows))
+    return XdiffResult(job.client, _state_of(model), loss, len(job.train_rows), time.perf_counter() - t0)

@@ -34,6 +34,7 @@ class LocalResult:
     loss: float
     n: int
     probs: np.ndarray  # aligned with the job's predict_rows
+    seconds: float = 0.0  # client compute time, to separate transport overhead from training
 
 
 @dataclass
@@ -59,3 +60,4 @@ class XdiffResult:
     state: State
     xdiff: float
     n: int
+    seconds: float = 0.0

@@ -81,6 +81,8 @@ def run_epoch(cfg: RunConfig, federation: Federation, state: State, members: np.
     new_state = average_states(states)
     t3 = time.perf_counter()
     report = EpochReport(epoch, lr, float(np.mean([r.loss for r in local])), xdiff_loss, t1 - t0, t2 - t1, t3 - t2)
+    report.extra["client_seconds_local"] = float(sum(r.seconds for r in local))
+    report.extra["client_seconds_xdiff"] = float(sum(r.seconds for r in finals)) if do_xdiff else 0.0
     return new_state, report
 
 

@@ -65,7 +65,7 @@ def pack_local_result(res: LocalResult) -> RecordDict:
     return RecordDict({
         "weights": state_record(res.state),
         "probs": _arrays(probs=res.probs),
-        "metrics": MetricRecord({"loss": res.loss, "num-examples": res.n, "client": res.client}),
+        "metrics": MetricRecord({"loss": res.loss, "num-examples": res.n, "client": res.client, "seconds": res.seconds}),
     })
 
 
@@ -73,7 +73,7 @@ def unpack_local_result(content: RecordDict, job: LocalJob) -> LocalResult:
     state = _checked_state(content, job.state, job.client)
     probs = _checked_array(content, "probs", "probs", job.predict_rows.shape, job.client)
     m = content.metric_records["metrics"]
-    return LocalResult(job.client, state, float(m["loss"]), int(m["num-examples"]), probs)
+    return LocalResult(job.client, state, float(m["loss"]), int(m["num-examples"]), probs, float(m["seconds"]))
 
 
 # --- phase 2 -----------------------------------------------------------------------------------
@@ -101,14 +101,14 @@ def unpack_xdiff(content: RecordDict) -> tuple[RunConfig, XdiffJob]:
 def pack_xdiff_result(res: XdiffResult) -> RecordDict:
     return RecordDict({
         "weights": state_record(res.state),
-        "metrics": MetricRecord({"xdiff": res.xdiff, "num-examples": res.n, "client": res.client}),
+        "metrics": MetricRecord({"xdiff": res.xdiff, "num-examples": res.n, "client": res.client, "seconds": res.seconds}),
     })
 
 
 def unpack_xdiff_result(content: RecordDict, job: XdiffJob) -> XdiffResult:
     state = _checked_state(content, job.state, job.client)
     m = content.metric_records["metrics"]
-    return XdiffResult(job.client, state, float(m["xdiff"]), int(m["num-examples"]))
+    return XdiffResult(job.client, state, float(m["xdiff"]), int(m["num-examples"]), float(m["seconds"]))
 
 
 # --- validation ---------------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""What Flower costs: the same MIST training through the Flower simulation vs a plain loop.
+
+Both run the same fedmist functions with the same config and seed, one after the other in this
+process, and the script prints per-epoch medians and their ratio (machines here are noisy, so
+only ratios from one run are compared). Epoch 1 (Ray start-up, actors importing torch) is excluded.
+
+    python experiments/bench_overhead.py --dataset location --epochs 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from fedmist.config import RunConfig
+from fedmist.engine.inprocess import InProcessFederation
+from fedmist.engine.loop import run_epoch
+from fedmist.runner import open_run, prepare_config
+from fedmist.simulation import simulate_runs
+
+
+def plain_loop(cfg: RunConfig, threads: int) -> list[float]:
+    torch.set_num_threads(threads)
+    run = open_run(cfg, None)
+    state, times = run.state, []
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        state, _ = run_epoch(cfg, InProcessFederation(), state, run.split.members, epoch)
+        times.append(time.perf_counter() - t0)
+    return times[1:]
+
+
+def flower(cfg: RunConfig) -> tuple[list[float], list[dict]]:
+    run = open_run(cfg, None)
+    run.cfg.eval_every = cfg.epochs + 1  # no per-epoch evaluation: time training only
+    simulate_runs([run], cfg.clients)
+    return [h["epoch_time"] for h in run.history[1:]], run.history[1:]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="location")
+    ap.add_argument("--defense", default="mist")
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    cfg = prepare_config(RunConfig(dataset=args.dataset, defense=args.defense, clients=args.clients,
+                                   epochs=args.epochs, seed=args.seed, lam=14.0, eval_every=args.epochs + 1))
+    fl, hist = flower(cfg)
+    seq1 = plain_loop(cfg, threads=1)
+    seq2 = plain_loop(cfg, threads=torch.get_num_threads() if torch.get_num_threads() > 1 else 2)
+    med = statistics.median
+    client_local = med(h["client_seconds_local"] for h in hist)
+    client_xdiff = med(h["client_seconds_xdiff"] for h in hist)
+    print(f"dataset={cfg.dataset} defense={cfg.defense} C={cfg.clients} epochs={cfg.epochs} seed={cfg.seed} "
+          f"cpus_per_client={cfg.cpus_per_client}")
+    print(f"plain loop, 1 thread  : {med(seq1):.3f} s/epoch")
+    print(f"plain loop, 2 threads : {med(seq2):.3f} s/epoch")
+    print(f"flower simulation     : {med(fl):.3f} s/epoch  (phase 1 {med(h['time_local'] for h in hist):.3f} s, "
+          f"xdiff {med(h['time_xdiff'] for h in hist):.3f} s)")
+    print(f"  client compute summed over clients: phase 1 {client_local:.3f} s, xdiff {client_xdiff:.3f} s")
+    print(f"ratio flower / plain(1 thread)  = {med(fl) / med(seq1):.2f}")
+    print(f"ratio flower / plain(2 threads) = {med(fl) / med(seq2):.2f}")
+
+
+if __name__ == "__main__":
+    main()
