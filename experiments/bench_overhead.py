@@ -47,9 +47,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cpus-per-client", type=float, default=1.0)
     args = ap.parse_args()
     cfg = prepare_config(RunConfig(dataset=args.dataset, defense=args.defense, clients=args.clients,
-                                   epochs=args.epochs, seed=args.seed, lam=14.0, eval_every=args.epochs + 1))
+                                   epochs=args.epochs, seed=args.seed, lam=14.0, eval_every=args.epochs + 1,
+                                   cpus_per_client=args.cpus_per_client))
     fl, hist = flower(cfg)
     seq1 = plain_loop(cfg, threads=1)
     seq2 = plain_loop(cfg, threads=torch.get_num_threads() if torch.get_num_threads() > 1 else 2)

@@ -9,10 +9,13 @@ import numpy as np
 import torch
 
 
-def shuffled_batches(indices: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """One pass over ``indices`` in a random order, in batches of ``batch_size`` (last may be short)."""
-    order = indices[rng.permutation(len(indices))]
-    for start in range(0, len(order), batch_size):
+def shuffled_batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Positions 0..n-1 in a random order, in batches of ``batch_size`` (the last may be short).
+
+    Positions, not rows, so per-example side data (xdiff targets) is indexed without a lookup.
+    """
+    order = rng.permutation(n)
+    for start in range(0, n, batch_size):
         yield order[start:start + batch_size]
 
 

@@ -44,7 +44,8 @@ def local_epoch(
     model.train()
     opt = make_optimizer(model, lr, momentum, weight_decay)
     total, seen = 0.0, 0
-    for rows in shuffled_batches(indices, batch_size, rng):
+    for pos in shuffled_batches(len(indices), batch_size, rng):
+        rows = indices[pos]
         xb, yb = gather(x, rows, device), y[torch.from_numpy(rows)].to(device)
         loss = mixup_loss(model, xb, yb, mixup_alpha, rng) if mixup_alpha > 0 else F.cross_entropy(model(xb), yb)
         opt.zero_grad(set_to_none=True)

@@ -94,14 +94,13 @@ def xdiff_epoch(
         raise ValueError(f"{len(targets)} targets for {len(indices)} examples")
     model.train()
     opt = make_optimizer(model, lr, momentum, weight_decay)
-    target_of = dict(zip(indices.tolist(), range(len(indices))))
-    t_all = torch.from_numpy(np.asarray(targets, dtype=np.float32))
+    t_all = torch.from_numpy(np.asarray(targets, dtype=np.float32)).to(device)
     total, seen = 0.0, 0
-    for rows in shuffled_batches(indices, batch_size, rng):
-        pos = torch.tensor([target_of[r] for r in rows.tolist()])
+    for pos in shuffled_batches(len(indices), batch_size, rng):
+        rows = indices[pos]
         xb, yb = gather(x, rows, device), y[torch.from_numpy(rows)].to(device)
         p = F.softmax(model(xb), dim=1).gather(1, yb[:, None]).squeeze(1)
-        loss = xdiff_loss(p, t_all[pos].to(device), kind)
+        loss = xdiff_loss(p, t_all[torch.from_numpy(pos).to(device)], kind)
         opt.zero_grad(set_to_none=True)
         (lam * loss).backward()
         opt.step()
