@@ -24,7 +24,8 @@ def run_from_flower_config(run_config: dict) -> Run:
     """The run described by Flower's run-config: ``recipe`` file, then field overrides."""
     recipe = str(run_config.get("recipe", "") or "")
     cfg = RunConfig.from_toml(recipe) if recipe else RunConfig()
-    cfg = RunConfig.from_dict({k: v for k, v in run_config.items() if k not in APP_KEYS}, base=cfg)
+    overrides = {k: v for k, v in run_config.items() if k not in APP_KEYS and v != ""}  # "" = recipe's value
+    cfg = RunConfig.from_dict(overrides, base=cfg)
     cfg = prepare_config(cfg)
     out = Path(str(run_config.get("out", "") or f"runs/{cfg.dataset}-{cfg.defense}-s{cfg.seed}"))
     return open_run(cfg, out, resume=bool(run_config.get("resume", False)), force=bool(run_config.get("force", False)))

@@ -6,6 +6,7 @@ like the engine's runs (config.json, model.pt, split.npz).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 
 from fedmist.data.dataset import Dataset
 from fedmist.data.split import make_split
@@ -102,11 +104,41 @@ class ShadowTrainer:
         return train_fn
 
 
+@contextlib.contextmanager
+def one_thread():
+    """One torch/BLAS thread: on a shared 2-core machine two threads made tiny models ~50x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
 @pytest.fixture(scope="session")
 def memorizing_run(tmp_path_factory) -> TinyRun:
-    return make_run_dir(tmp_path_factory.mktemp("memorizing"), TinyConfig())
+    """400 rows, 20 classes: 200 members fitted to zero loss, test accuracy ~65 %."""
+    with one_thread():
+        return make_run_dir(tmp_path_factory.mktemp("memorizing"), TinyConfig())
 
 
 @pytest.fixture(scope="session")
 def exchangeable_run(tmp_path_factory) -> TinyRun:
-    return make_run_dir(tmp_path_factory.mktemp("exchangeable"), TinyConfig(n_rows=600), train_on="test")
+    """The target never saw its members or non-members: no attack can tell them apart."""
+    with one_thread():
+        return make_run_dir(tmp_path_factory.mktemp("exchangeable"), TinyConfig(n_rows=600), train_on="test")
+
+
+@pytest.fixture
+def kit():
+    """The helpers above, for tests (importing ``conftest`` by name is ambiguous across directories)."""
+    import types
+    return types.SimpleNamespace(TinyConfig=TinyConfig, TinyRun=TinyRun, train_mlp=train_mlp,
+                                 make_run_dir=make_run_dir, load_tiny_run=load_tiny_run, ShadowTrainer=ShadowTrainer)
