@@ -75,6 +75,22 @@ def simulate(
     simulate_command(cfg, out, resume=resume, force=force, recipe=recipe)
 
 
+@app.command()
+def attack(
+    run_dir: Optional[Path] = typer.Argument(None, help="run directory written by fedmist simulate"),
+    attacks: str = typer.Option("loss,mentr,lira_online,lira_offline,rmia", help="comma-separated attack names (see --list)"),
+    shadows: int = typer.Option(16, help="number of shadow models (even; each trains on half the audit pool)"),
+    seed: int = typer.Option(0, help="audit seed: audit set draw, shadow halves, bootstrap"),
+    shadow_engine: str = typer.Option("flower", help="flower (same engine as the target) or inprocess (same math, no Flower)"),
+    rebuild_shadows: bool = typer.Option(False, help="discard cached shadow models and train them again"),
+    bootstrap: int = typer.Option(200, help="bootstrap resamples for the 95% intervals"),
+    list_: bool = typer.Option(False, "--list", help="list every attack with what it needs, and exit"),
+) -> None:
+    """Audit a trained run with membership-inference attacks (AUC, TPR/PLR at 0.1% and 1% FPR)."""
+    from fedmist.commands.attack import attack_command
+    attack_command(run_dir, attacks, shadows, seed, shadow_engine, rebuild_shadows, bootstrap, list_)
+
+
 def main() -> None:
     _attach_subcommands()
     try:

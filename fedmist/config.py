@@ -41,6 +41,7 @@ class RunConfig:
     lr_schedule: list[int] = field(default_factory=list)  # epochs where lr is multiplied by 0.1
     train_size: int = 0  # 0 = the dataset's paper size
     seed: int = 0
+    data_seed: int = -1  # seed of generated (synthetic) data; -1 = ``seed``. Shadows vary ``seed`` only.
     device: str = "cpu"
     mode: str = "virtual"
     data_dir: str = ""  # "" = FEDMIST_DATA or ../shared/data
@@ -77,6 +78,10 @@ class RunConfig:
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         return self
+
+    @property
+    def dataset_seed(self) -> int:
+        return self.data_seed if self.data_seed >= 0 else self.seed
 
     # --- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

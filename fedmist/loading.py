@@ -47,7 +47,7 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
         if not (path / required).is_file():
             raise RunDirError(f"run {path} is incomplete: {required} is missing (unfinished run? use --resume)")
     cfg = RunConfig.from_dict(json.loads((path / "config.json").read_text()))
-    dataset = load_dataset(cfg.dataset, cfg.data_dir or None, seed=cfg.seed)
+    dataset = load_dataset(cfg.dataset, cfg.data_dir or None, seed=cfg.dataset_seed)
     model = build_model(model_name_for(cfg), dataset.feature_shape, dataset.num_classes)
     model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
     model.to(device).eval()

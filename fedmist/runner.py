@@ -65,6 +65,7 @@ class Run:
     phase_time: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     wall_before: float = 0.0  # seconds spent in earlier (interrupted) sessions of this run
     on_report: Callable[["Run", dict], None] | None = None
+    on_finish: Callable[["Run"], None] | None = None  # e.g. save a shadow model's weights
     started: float = field(default_factory=time.perf_counter)
     startup_time: float = 0.0  # engine start-up (Ray, client processes) before the first epoch
     _epoch_start: float = field(default_factory=time.perf_counter)
@@ -130,6 +131,8 @@ class Run:
             torch.save(self.state, self.path / "model.pt")
             write_json(self.path / "metrics.json", {"summary": summary, "history": self.history})
             (self.path / "checkpoint.pt").unlink(missing_ok=True)
+        if self.on_finish is not None:
+            self.on_finish(self)
         return summary
 
 

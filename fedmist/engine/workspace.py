@@ -36,10 +36,10 @@ def model_name_for(cfg: RunConfig) -> str:
 
 def get_workspace(cfg: RunConfig) -> Workspace:
     name = model_name_for(cfg)
-    key = (cfg.dataset, cfg.data_dir, cfg.seed if cfg.dataset.startswith("synthetic") else 0, name, cfg.device)
+    key = (cfg.dataset, cfg.data_dir, cfg.dataset_seed if cfg.dataset.startswith("synthetic") else 0, name, cfg.device)
     ws = _WORKSPACES.get(key)
     if ws is None:
-        ds = load_dataset(cfg.dataset, cfg.data_dir or None, seed=cfg.seed)
+        ds = load_dataset(cfg.dataset, cfg.data_dir or None, seed=cfg.dataset_seed)
         x = torch.from_numpy(ds.x).to(cfg.device)
         y = torch.from_numpy(ds.y).to(cfg.device)
         model = build_model(name, ds.feature_shape, ds.num_classes).to(cfg.device)

@@ -6,6 +6,7 @@ from scipy.stats import norm
 
 from fedmist.attacks import AttackContext, run_attacks
 from fedmist.attacks.lira import MIN_STD, lira_gaussians, lira_scores
+from fedmist.attacks.signals import lira_phi
 from fedmist.audit.errors import AuditError
 
 # 6 shadows, 2 examples, 1 augmentation. Example 0 is IN for shadows 0-2, example 1 for 3-5.
@@ -61,7 +62,8 @@ def test_augmentations_are_averaged():
 
 
 def test_higher_means_member_and_std_floor():
-    at_in, at_out = lira_scores(np.array([[5.0], [0.0]]), SHADOW, KEEP)[0], lira_scores(np.array([[1.0], [0.0]]), SHADOW, KEEP)[0]
+    at_in = lira_scores(np.array([[5.0], [0.0]]), SHADOW, KEEP)[0]   # at example 0's IN median
+    at_out = lira_scores(np.array([[1.0], [0.0]]), SHADOW, KEEP)[0]  # at its OUT median
     assert at_in > 0 > at_out
     flat = np.zeros((4, 1, 1))
     keep = np.array([[1], [1], [0], [0]], dtype=bool)
@@ -85,7 +87,6 @@ def test_registered_variants_use_phi_of_logits():
     labels = rng.integers(0, 3, size=8)
     keep = np.tile(np.array([[1], [1], [0], [0]], dtype=bool), (1, 8))
     ctx = AttackContext(logits=logits, labels=labels, shadow_logits=shadow_logits, keep=keep)
-    from fedmist.attacks.signals import lira_phi
     got = run_attacks(["lira_online", "lira_offline_fixed"], ctx)
     np.testing.assert_allclose(got["lira_online"], lira_scores(lira_phi(logits, labels)[:, None],
                                                                lira_phi(shadow_logits, labels)[..., None], keep))

@@ -1,7 +1,6 @@
 """Attacks that query a model: white-box gradients, label-only distance, random perturbation, CANARY."""
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 from scipy.stats import norm
@@ -41,7 +40,8 @@ def test_whitebox_gradient_norm_matches_autograd_loop():
     for xi, yi in zip(x, torch.as_tensor(y)):
         grads = torch.autograd.grad(F.cross_entropy(model(xi[None]), yi[None]), list(model.parameters()))
         want.append(-torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).item())
-    got = run_attacks(["whitebox"], AttackContext(logits=predict_logits(model, x), labels=y, model=model, x=x))["whitebox"]
+    ctx = AttackContext(logits=predict_logits(model, x), labels=y, model=model, x=x)
+    got = run_attacks(["whitebox"], ctx)["whitebox"]
     np.testing.assert_allclose(got, want, rtol=1e-5)
     feats = whitebox_features(model, x, y)
     assert feats.shape == (9, 4 + 2 + 7)  # 4 parameter tensors, total norm, loss, 7 hidden units

@@ -54,8 +54,8 @@ def test_population_matches_brute_force():
         np.testing.assert_allclose(np.floor(got * 7 + 1e-9) / 7, _brute(offline, OFFLINE_A, 1.0, z), atol=1e-12)
     ctx = AttackContext(logits=LOGITS, labels=LABELS, shadow_logits=REFS, keep=KEEP,
                         pop_logits=z[0], y_pop=z[1], pop_shadow_logits=z[2])
-    np.testing.assert_allclose(run_attacks(["rmia"], ctx)["rmia"],
-                               rmia_scores(LOGITS, LABELS, REFS, KEEP, pop_logits=z[0], y_pop=z[1], pop_shadow_logits=z[2]))
+    want = rmia_scores(LOGITS, LABELS, REFS, KEEP, pop_logits=z[0], y_pop=z[1], pop_shadow_logits=z[2])
+    np.testing.assert_allclose(run_attacks(["rmia"], ctx)["rmia"], want)
 
 
 def test_ranks_like_the_likelihood_ratio():

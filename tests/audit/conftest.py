@@ -136,9 +136,10 @@ def exchangeable_run(tmp_path_factory) -> TinyRun:
         return make_run_dir(tmp_path_factory.mktemp("exchangeable"), TinyConfig(n_rows=600), train_on="test")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def kit():
     """The helpers above, for tests (importing ``conftest`` by name is ambiguous across directories)."""
     import types
     return types.SimpleNamespace(TinyConfig=TinyConfig, TinyRun=TinyRun, train_mlp=train_mlp,
-                                 make_run_dir=make_run_dir, load_tiny_run=load_tiny_run, ShadowTrainer=ShadowTrainer)
+                                 make_run_dir=make_run_dir, load_tiny_run=load_tiny_run, ShadowTrainer=ShadowTrainer,
+                                 one_thread=one_thread)
