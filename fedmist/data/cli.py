@@ -54,8 +54,7 @@ def list_cmd(data_dir: DataDirOption = None) -> None:
         raise _fail(e) from e
     table = Table(title=f"datasets in {display_path(root)}")
     for column in ("dataset", "status", "path", "rows", "features"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("note", overflow="fold")
+        table.add_column(column, overflow="fold")
     for r in rows:
         table.add_row(
             r.name,
@@ -63,9 +62,12 @@ def list_cmd(data_dir: DataDirOption = None) -> None:
             _under(r.path, root),
             f"{r.rows:,}" if r.rows is not None else "",
             "×".join(f"{s:,}" for s in r.feature_shape) if r.feature_shape else "",
-            r.note,
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for r in rows:  # notes are long sentences: below the table, so it fits a terminal
+        if r.note:
+            console.print(f"[bold]{r.name}[/]: {r.note}")
 
 
 @data_app.command("import")
