@@ -45,6 +45,12 @@ def prepare_config(cfg: RunConfig) -> RunConfig:
     return cfg.validate()
 
 
+def default_out(cfg: RunConfig) -> Path:
+    """``runs/<dataset>-<defense>-c<C>-s<seed>``: deterministic, so a rerun finds (and refuses to
+    overwrite, or resumes) the same directory."""
+    return Path("runs") / f"{cfg.dataset.replace(':', '-')}-{cfg.defense}-c{cfg.clients}-s{cfg.seed}"
+
+
 def default_train_size(cfg: RunConfig, n_rows: int) -> int:
     """The paper's target-set size, or half the data for datasets it does not cover."""
     if cfg.train_size:

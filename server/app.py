@@ -14,7 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedmist.config import RunConfig
 from fedmist.flower.server import serve
-from fedmist.runner import Run, open_run, prepare_config
+from fedmist.runner import Run, default_out, open_run, prepare_config
 
 # run-config keys that are not RunConfig fields
 APP_KEYS = {"recipe", "out", "resume", "force"}
@@ -27,7 +27,7 @@ def run_from_flower_config(run_config: dict) -> Run:
     overrides = {k: v for k, v in run_config.items() if k not in APP_KEYS and v != ""}  # "" = recipe's value
     cfg = RunConfig.from_dict(overrides, base=cfg)
     cfg = prepare_config(cfg)
-    out = Path(str(run_config.get("out", "") or f"runs/{cfg.dataset}-{cfg.defense}-s{cfg.seed}"))
+    out = Path(str(run_config.get("out", "") or default_out(cfg)))
     return open_run(cfg, out, resume=bool(run_config.get("resume", False)), force=bool(run_config.get("force", False)))
 
 

@@ -6,12 +6,7 @@ from pathlib import Path
 
 from fedmist.config import RunConfig
 from fedmist.console import console, epoch_line, progress, summary_table
-from fedmist.runner import Run, open_run, prepare_config
-
-
-def default_out(cfg: RunConfig) -> Path:
-    name = cfg.dataset.replace(":", "-")
-    return Path("runs") / f"{name}-{cfg.defense}-c{cfg.clients}-s{cfg.seed}"
+from fedmist.runner import Run, default_out, open_run, prepare_config
 
 
 def simulate_command(cfg: RunConfig, out: Path | None, *, resume: bool, force: bool, recipe: Path | None) -> dict:

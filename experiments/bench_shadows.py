@@ -1,0 +1,97 @@
+"""Shadow-training throughput: shadows per hour and the achieved FLOP rate as a fraction of a bare
+matmul benchmark of the same shapes, measured side by side in one run on this machine.
+
+FLOPs are counted analytically for the MLP (a linear layer of m MACs per example costs 2m forward
+and 4m backward): training passes (phase 1, and phase 2 for MIST), the peer predictions of the
+virtual federation, and the final evaluation. The bare benchmark runs the same GEMMs (batch size,
+layer shapes, forward + both backward products) in a tight loop with the same thread count.
+
+    python experiments/bench_shadows.py --dataset location --defense sgd --shadows 2 --epochs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedmist.config import RunConfig
+from fedmist.engine.workspace import get_workspace
+from fedmist.recipes import default_recipe
+from fedmist.runner import prepare_config
+from fedmist.shadow_training import ShadowTrainer
+
+
+def linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
+    return [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def shadow_flops(cfg: RunConfig, n_train: int, n_eval: int, macs: int) -> float:
+    """FLOPs to train one shadow with ``cfg`` on ``n_train`` rows (+ its final evaluation)."""
+    per_epoch = 6 * macs * n_train  # phase 1 (or SGD)
+    if cfg.defense == "mist":
+        per_epoch += 6 * macs * n_train  # phase 2
+        per_epoch += 2 * macs * n_train * (cfg.clients - 1)  # peers' true-class predictions
+    return cfg.epochs * per_epoch + 2 * macs * n_eval
+
+
+def bare_gemm_rate(shapes: list[tuple[int, int]], batch: int, seconds: float = 3.0) -> float:
+    """FLOP/s of the training GEMMs alone: y = x W^T, dx = dy W, dW = dy^T x, for every layer."""
+    xs = [torch.randn(batch, i) for i, _ in shapes]
+    ws = [torch.randn(o, i) for i, o in shapes]
+    dys = [torch.randn(batch, o) for _, o in shapes]
+    flops_per_iter = sum(6 * batch * i * o for i, o in shapes)
+    for _ in range(20):  # warm-up
+        for x, w, dy in zip(xs, ws, dys):
+            x @ w.T, dy @ w, dy.T @ x
+    iters, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for x, w, dy in zip(xs, ws, dys):
+            x @ w.T, dy @ w, dy.T @ x
+        iters += 1
+    return iters * flops_per_iter / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="location")
+    ap.add_argument("--defense", default="sgd")
+    ap.add_argument("--shadows", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=20, help="epochs per shadow (the recipe's 100 takes 5x longer)")
+    ap.add_argument("--engines", default="inprocess,flower")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = prepare_config(dataclasses.replace(RunConfig.from_toml(default_recipe(args.dataset, args.defense)),
+                                             epochs=args.epochs))
+    ws = get_workspace(cfg)
+    pool = np.arange(len(ws.dataset))
+    rng = np.random.default_rng(0)
+    jobs = [(i, np.sort(rng.choice(pool, len(pool) // 2, replace=False))) for i in range(args.shadows)]
+    shapes = linear_shapes(ws.model)
+    macs = sum(i * o for i, o in shapes)
+    n_train = len(pool) // 2
+    flops = shadow_flops(cfg, n_train, n_train + 1010, macs)
+    bare = bare_gemm_rate(shapes, cfg.batch_size)
+    print(f"{args.dataset} {args.defense} C={cfg.clients} epochs={cfg.epochs} shadows={args.shadows} "
+          f"rows/shadow={n_train} model {' -> '.join(str(i) for i, _ in shapes)} -> {shapes[-1][1]} "
+          f"({macs / 1e6:.2f} M MACs/example), torch threads={args.threads}, CPU")
+    print(f"bare GEMM benchmark (same shapes, batch {cfg.batch_size}): {bare / 1e9:.1f} GFLOP/s")
+    for engine in args.engines.split(","):
+        trainer = ShadowTrainer(cfg, audit_seed=0, engine=engine)
+        t0 = time.perf_counter()
+        trainer.train_all(jobs, lambda i, state: None)
+        wall = time.perf_counter() - t0
+        rate = args.shadows * flops / wall
+        per_hour_recipe = 3600 / (wall / args.shadows * 100 / cfg.epochs)
+        print(f"{engine:9s}: {wall / args.shadows:.1f} s/shadow ({cfg.epochs} epochs), "
+              f"{per_hour_recipe:.1f} shadows/hour at the recipe's 100 epochs, "
+              f"{rate / 1e9:.1f} GFLOP/s = {100 * rate / bare:.0f} % of the bare GEMM rate")
+
+
+if __name__ == "__main__":
+    main()
