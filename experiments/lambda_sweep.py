@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=0, help="0 = recipe")
     ap.add_argument("--repartition", default="epoch")
+    ap.add_argument("--clients", type=int, default=0, help="0 = recipe")
     ap.add_argument("--engine", choices=("inprocess", "flower"), default="inprocess")
     ap.add_argument("--sgd-run", type=Path, required=True, help="finished SGD run directory (the baseline)")
     ap.add_argument("--out-root", type=Path, default=Path("runs/sweep"))
@@ -55,11 +56,14 @@ def main() -> None:
     base = dataclasses.replace(base, seed=args.seed, repartition=args.repartition, eval_every=10)
     if args.epochs:
         base.epochs = args.epochs
+    if args.clients:
+        base.clients = args.clients
     rows = []
     for lam in [float(v) for v in args.lambdas.split(",")]:
         cfg = dataclasses.replace(base, defense="subspace" if lam == 0 else "mist", lam=lam or base.lam)
         cfg = prepare_config(cfg)
-        name = f"{args.dataset}-{'subspace' if lam == 0 else f'mist-l{lam:g}'}-{args.repartition}-s{args.seed}"
+        name = (f"{args.dataset}-{'subspace' if lam == 0 else f'mist-l{lam:g}'}-c{base.clients}-"
+                f"{args.repartition}-s{args.seed}")
         s = train_run(cfg, args.out_root / name, args.engine)
         drop = sgd["test_acc"] - s["test_acc"]
         rows.append((lam, s, drop))
@@ -74,7 +78,8 @@ def main() -> None:
         label = "0 (phase 1 only)" if lam == 0 else f"{lam:g}"
         lines.append(f"| {label} | {100 * s['train_acc']:.2f} | {100 * s['test_acc']:.2f} | {100 * s['gap']:.2f} | {100 * drop:.2f} |")
     lines += ["", f"largest λ with drop < 1 point: {max(ok):g}" if ok else "no λ > 0 keeps the drop under 1 point"]
-    report = args.report or Path("experiments/results") / f"{args.dataset}-lambda-sweep-s{args.seed}.md"
+    report = args.report or (Path("experiments/results")
+                             / f"{args.dataset}-lambda-sweep-c{base.clients}-{args.repartition}-s{args.seed}.md")
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines) + "\n")
     print(f"wrote {report}")
