@@ -6,7 +6,7 @@ import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedmist.engine.client_steps import run_local, run_xdiff
+from fedmist.engine.client_steps import run_local, run_predict, run_xdiff
 from fedmist.engine.workspace import get_workspace
 from fedmist.flower import messages
 
@@ -35,3 +35,11 @@ def xdiff(msg: Message, context: Context) -> Message:
     _threads(cfg.cpus_per_client)
     result = run_xdiff(get_workspace(cfg), cfg, job)
     return Message(messages.pack_xdiff_result(result), reply_to=msg)
+
+
+@app.query("predict")
+def predict(msg: Message, context: Context) -> Message:
+    """True-class probabilities of the given weights on the given rows (a separate round)."""
+    cfg, job = messages.unpack_predict(msg.content)
+    _threads(cfg.cpus_per_client)
+    return Message(messages.pack_predict_result(run_predict(get_workspace(cfg), cfg, job)), reply_to=msg)

@@ -46,6 +46,7 @@ class RunConfig:
     mode: str = "virtual"
     data_dir: str = ""  # "" = FEDMIST_DATA or ../shared/data
     eval_every: int = 1
+    predict_in_train_reply: bool = True  # False: a separate query.predict round (3 rounds per epoch)
     cpus_per_client: float = 1.0
     gpus_per_client: float = 0.0
     round_timeout: float = 600.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -32,7 +33,8 @@ def _in_process(cfg: RunConfig) -> dict[str, torch.Tensor]:
 
 def test_flower_simulation_matches_in_process_training_and_writes_the_run_dir(tmp_path: Path) -> None:
     out = tmp_path / "runs" / "tiny"
-    proc = _fedmist("simulate", *TINY, "--out", str(out), cwd=tmp_path)
+    # A separate query.predict round (3 rounds per epoch) through Flower ...
+    proc = _fedmist("simulate", *TINY, "--set", "predict_in_train_reply=false", "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "summary" in proc.stdout and "SYNTHETIC" in proc.stdout
     for name in ("config.json", "model.pt", "split.npz", "metrics.json"):
@@ -46,8 +48,10 @@ def test_flower_simulation_matches_in_process_training_and_writes_the_run_dir(tm
     run = fedmist.load_run(out)
     assert not run.model.training
     assert len(run.split["members"]) == 120 and not set(run.split["members"]) & set(run.split["nonmembers"])
-    # The Flower federation computes exactly what the plain in-process loop computes.
-    expected = _in_process(run.config)
+    # ... computes exactly what the plain in-process loop computes with predictions carried in the
+    # phase-1 replies (2 rounds per epoch).
+    assert run.config.predict_in_train_reply is False
+    expected = _in_process(dataclasses.replace(run.config, predict_in_train_reply=True))
     got = run.model.state_dict()
     for k in expected:
         torch.testing.assert_close(got[k], expected[k], rtol=0, atol=1e-6)

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from fedmist.config import RunConfig
-from fedmist.engine.jobs import LocalJob, LocalResult, State, XdiffJob, XdiffResult
+from fedmist.engine.jobs import (LocalJob, LocalResult, PredictJob, PredictResult, State, XdiffJob,
+                                 XdiffResult)
 from fedmist.engine.workspace import Workspace
 from fedmist.training.local import local_epoch
 from fedmist.training.seeding import PHASE_LOCAL, PHASE_XDIFF, step_rng
@@ -59,3 +60,10 @@ def run_xdiff(ws: Workspace, cfg: RunConfig, job: XdiffJob) -> XdiffResult:
                        batch_size=cfg.batch_size, rng=rng, kind=cfg.xdiff_loss,
                        momentum=cfg.momentum, weight_decay=cfg.weight_decay, device=ws.device)
     return XdiffResult(job.client, _state_of(model), loss, len(job.train_rows), time.perf_counter() - t0)
+
+
+def run_predict(ws: Workspace, cfg: RunConfig, job: PredictJob) -> PredictResult:
+    t0 = time.perf_counter()
+    ws.model.load_state_dict(job.state)
+    probs = true_class_probs(ws.model, ws.x, ws.y, job.rows, device=ws.device)
+    return PredictResult(job.client, probs, time.perf_counter() - t0)

@@ -61,3 +61,21 @@ class XdiffResult:
     xdiff: float
     n: int
     seconds: float = 0.0
+
+
+@dataclass
+class PredictJob:
+    """``query.predict``: the true-class probabilities of ``state`` on ``rows`` (a separate round,
+    used when phase-1 replies do not carry them: ``predict_in_train_reply = false``)."""
+
+    client: int
+    epoch: int
+    state: State
+    rows: np.ndarray
+
+
+@dataclass
+class PredictResult:
+    client: int
+    probs: np.ndarray
+    seconds: float = 0.0

@@ -16,7 +16,7 @@ import numpy as np
 from fedmist.config import RunConfig
 from fedmist.data.split import partition
 from fedmist.defenses import DEFENSES
-from fedmist.engine.jobs import LocalJob, LocalResult, State, XdiffJob, XdiffResult
+from fedmist.engine.jobs import LocalJob, LocalResult, PredictJob, PredictResult, State, XdiffJob, XdiffResult
 from fedmist.training.aggregate import average_states
 from fedmist.training.xdiff import xdiff_targets
 
@@ -27,6 +27,8 @@ class Federation(Protocol):
     def local(self, cfg: RunConfig, jobs: list[LocalJob]) -> list[LocalResult]: ...
 
     def xdiff(self, cfg: RunConfig, jobs: list[XdiffJob]) -> list[XdiffResult]: ...
+
+    def predict(self, cfg: RunConfig, jobs: list[PredictJob]) -> list[PredictResult]: ...
 
 
 @dataclass
@@ -53,14 +55,21 @@ def run_epoch(cfg: RunConfig, federation: Federation, state: State, members: np.
     parts = partition(members, cfg.clients, cfg.seed, epoch, cfg.repartition)
     do_xdiff = spec.xdiff and not (cfg.skip_last_xdiff and epoch == cfg.epochs)
     virtual_targets = do_xdiff and cfg.mode == "virtual"
+    piggyback = virtual_targets and cfg.predict_in_train_reply
 
     t0 = time.perf_counter()
     jobs = []
     for c, rows in enumerate(parts):
-        others = np.concatenate([p for i, p in enumerate(parts) if i != c]) if virtual_targets else np.empty(0, np.int64)
+        others = _others(parts, c) if piggyback else np.empty(0, np.int64)
         jobs.append(LocalJob(c, epoch, lr, state, rows, others))
     local = sorted(federation.local(cfg, jobs), key=lambda r: r.client)
     _check_complete("phase 1", [r.client for r in local], cfg.clients)
+    if virtual_targets and not piggyback:  # the separate query.predict round
+        asked = [PredictJob(r.client, epoch, r.state, _others(parts, r.client)) for r in local]
+        probs = {p.client: p.probs for p in federation.predict(cfg, asked)}
+        _check_complete("query.predict", list(probs), cfg.clients)
+        for r in local:
+            r.probs = probs[r.client]
     t1 = time.perf_counter()
 
     xdiff_loss = None
@@ -86,6 +95,11 @@ def run_epoch(cfg: RunConfig, federation: Federation, state: State, members: np.
     return new_state, report
 
 
+def _others(parts: list[np.ndarray], c: int) -> np.ndarray:
+    """Rows of every partition but client c's, in partition order (what c predicts on)."""
+    return np.concatenate([p for i, p in enumerate(parts) if i != c])
+
+
 def _targets_from_replies(members: np.ndarray, parts: list[np.ndarray], local: list[LocalResult]) -> list[np.ndarray]:
     """Assemble the (C, N) matrix of peer probabilities from the phase-1 replies and average."""
     pos = {r: i for i, r in enumerate(members.tolist())}
@@ -95,7 +109,7 @@ def _targets_from_replies(members: np.ndarray, parts: list[np.ndarray], local: l
     for c, rows in enumerate(parts):
         owner[[pos[r] for r in rows.tolist()]] = c
     for r in local:
-        others = np.concatenate([p for i, p in enumerate(parts) if i != r.client])
+        others = _others(parts, r.client)
         if r.probs.shape != others.shape:
             raise ValueError(f"client {r.client} returned {r.probs.shape} probabilities, expected {others.shape}")
         probs[r.client, [pos[i] for i in others.tolist()]] = r.probs

@@ -10,12 +10,12 @@ from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedmist.config import RunConfig
-from fedmist.engine.jobs import LocalJob, LocalResult, XdiffJob, XdiffResult
+from fedmist.engine.jobs import LocalJob, LocalResult, PredictJob, PredictResult, XdiffJob, XdiffResult
 from fedmist.errors import FederationError
 from fedmist.flower import messages
 
-J = TypeVar("J", LocalJob, XdiffJob)
-R = TypeVar("R", LocalResult, XdiffResult)
+J = TypeVar("J", LocalJob, XdiffJob, PredictJob)
+R = TypeVar("R", LocalResult, XdiffResult, PredictResult)
 
 
 def wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
@@ -41,6 +41,9 @@ class FlowerFederation:
 
     def xdiff(self, cfg: RunConfig, jobs: list[XdiffJob]) -> list[XdiffResult]:
         return self._round(cfg, messages.XDIFF, jobs, messages.pack_xdiff, messages.unpack_xdiff_result)
+
+    def predict(self, cfg: RunConfig, jobs: list[PredictJob]) -> list[PredictResult]:
+        return self._round(cfg, messages.PREDICT, jobs, messages.pack_predict, messages.unpack_predict_result)
 
     def _round(self, cfg: RunConfig, kind: str, jobs: list[J], pack: Callable[[RunConfig, J], RecordDict],
                unpack: Callable[[RecordDict, J], R]) -> list[R]:

@@ -14,7 +14,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedmist.config import RunConfig
-from fedmist.engine.jobs import LocalJob, LocalResult, State, XdiffJob, XdiffResult
+from fedmist.engine.jobs import LocalJob, LocalResult, PredictJob, PredictResult, State, XdiffJob, XdiffResult
 
 TRAIN, XDIFF, PREDICT = "train", "train.xdiff", "query.predict"
 
@@ -109,6 +109,31 @@ def unpack_xdiff_result(content: RecordDict, job: XdiffJob) -> XdiffResult:
     state = _checked_state(content, job.state, job.client)
     m = content.metric_records["metrics"]
     return XdiffResult(job.client, state, float(m["xdiff"]), int(m["num-examples"]), float(m["seconds"]))
+
+
+# --- query.predict ------------------------------------------------------------------------------
+def pack_predict(cfg: RunConfig, job: PredictJob) -> RecordDict:
+    return RecordDict({
+        "meta": _meta(cfg, job.client, job.epoch, 0.0),
+        "weights": state_record(job.state),
+        "rows": _arrays(predict=job.rows),
+    })
+
+
+def unpack_predict(content: RecordDict) -> tuple[RunConfig, PredictJob]:
+    cfg, client, epoch, _ = config_of(content)
+    return cfg, PredictJob(client, epoch, record_state(content.array_records["weights"]),
+                           content.array_records["rows"]["predict"].numpy())
+
+
+def pack_predict_result(res: PredictResult) -> RecordDict:
+    return RecordDict({"probs": _arrays(probs=res.probs),
+                       "metrics": MetricRecord({"client": res.client, "seconds": res.seconds})})
+
+
+def unpack_predict_result(content: RecordDict, job: PredictJob) -> PredictResult:
+    probs = _checked_array(content, "probs", "probs", job.rows.shape, job.client)
+    return PredictResult(job.client, probs, float(content.metric_records["metrics"]["seconds"]))
 
 
 # --- validation ---------------------------------------------------------------------------------

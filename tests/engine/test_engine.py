@@ -72,3 +72,9 @@ def test_epoch_report_and_lr_schedule(tiny_cfg: RunConfig) -> None:
     skip = prepare_config(dataclasses.replace(tiny_cfg, skip_last_xdiff=True, epochs=1))
     _, rep = loop.run_epoch(skip, InProcessFederation(), run.state, run.split.members, 1)
     assert rep.xdiff_loss is None
+
+
+def test_separate_predict_round_gives_the_same_weights(tiny_cfg: RunConfig) -> None:
+    a = _train(tiny_cfg)
+    b = _train(dataclasses.replace(tiny_cfg, predict_in_train_reply=False))
+    assert _equal(a, b, atol=1e-6)
