@@ -26,7 +26,11 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
     elif os.environ.get(DATA_ENV):
         chosen = Path(os.environ[DATA_ENV])
     else:
-        existing = [Path(c) for c in DEFAULT_CANDIDATES if Path(c).is_dir()]
+        # Relative to the working directory first, then to the project checkout (so scripts run
+        # from experiments/ find ../shared beside the project too).
+        project = Path(__file__).resolve().parents[2]
+        candidates = [Path(c) for c in DEFAULT_CANDIDATES] + [project / c for c in DEFAULT_CANDIDATES]
+        existing = [c for c in candidates if c.is_dir()]
         chosen = existing[0] if existing else Path(DEFAULT_CANDIDATES[0])
     return chosen.expanduser().resolve()
 

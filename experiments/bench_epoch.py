@@ -1,0 +1,54 @@
+"""MIST epoch time / SGD epoch time, same model and data, measured side by side in one run.
+
+Both through the Flower simulation (MIST: C clients; SGD: the 1-client federation) and through the
+plain in-process loop (2 torch threads). Epoch 1 (start-up) is excluded; no per-epoch evaluation.
+The compute-bound floor is about (2 + (C-1)/3)x SGD: one phase-1 pass, one phase-2 pass and C-1
+forward predictions per example.
+
+    python experiments/bench_epoch.py --dataset location --epochs 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from fedmist.config import RunConfig
+from fedmist.runner import prepare_config
+
+from bench_overhead import flower, plain_loop  # noqa: E402  (same folder)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="location")
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    med = statistics.median
+    common = dict(dataset=args.dataset, epochs=args.epochs, seed=args.seed, eval_every=args.epochs + 1)
+    mist = prepare_config(RunConfig(defense="mist", clients=args.clients, lam=14.0, **common))
+    sgd = prepare_config(RunConfig(defense="sgd", **common))
+    sgd_flower_1cpu = med(flower(sgd)[0])
+    sgd_flower = med(flower(RunConfig(**{**sgd.to_dict(), "cpus_per_client": 2.0}))[0])
+    mist_flower = med(flower(mist)[0])
+    threads = max(torch.get_num_threads(), 2)
+    sgd_plain, mist_plain = med(plain_loop(sgd, threads)), med(plain_loop(mist, threads))
+    floor = 2 + (args.clients - 1) / 3
+    print(f"{args.dataset}: C={args.clients}, {args.epochs} epochs, seed {args.seed}, CPU "
+          f"(compute-bound floor {floor:.2f}x)")
+    print(f"SGD  flower (1 client, 1 CPU) : {sgd_flower_1cpu:.3f} s/epoch")
+    print(f"SGD  flower (1 client, 2 CPUs): {sgd_flower:.3f} s/epoch")
+    print(f"MIST flower (C clients, 1 CPU each): {mist_flower:.3f} s/epoch")
+    print(f"SGD  plain loop ({threads} threads): {sgd_plain:.3f} s/epoch")
+    print(f"MIST plain loop ({threads} threads): {mist_plain:.3f} s/epoch")
+    best_sgd = min(sgd_flower_1cpu, sgd_flower)
+    print(f"ratio MIST/SGD through flower = {mist_flower / best_sgd:.2f}x (vs the faster SGD setting)")
+    print(f"ratio MIST/SGD plain loop     = {mist_plain / sgd_plain:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
