@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--defense", default="sgd")
     ap.add_argument("--shadows", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=20, help="epochs per shadow (the recipe's 100 takes 5x longer)")
-    ap.add_argument("--engines", default="inprocess,flower")
+    ap.add_argument("--engines", default="", help="default: inprocess,flower (+ stacked for SGD recipes)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -81,7 +81,8 @@ def main() -> None:
           f"rows/shadow={n_train} model {' -> '.join(str(i) for i, _ in shapes)} -> {shapes[-1][1]} "
           f"({macs / 1e6:.2f} M MACs/example), torch threads={args.threads}, CPU")
     print(f"bare GEMM benchmark (same shapes, batch {cfg.batch_size}): {bare / 1e9:.1f} GFLOP/s")
-    for engine in args.engines.split(","):
+    engines = args.engines or ("inprocess,flower,stacked" if cfg.defense == "sgd" else "inprocess,flower")
+    for engine in engines.split(","):
         trainer = ShadowTrainer(cfg, audit_seed=0, engine=engine)
         t0 = time.perf_counter()
         trainer.train_all(jobs, lambda i, state: None)

@@ -81,7 +81,7 @@ def attack(
     attacks: str = typer.Option("loss,mentr,lira_online,lira_offline,rmia", help="comma-separated attack names (see --list)"),
     shadows: int = typer.Option(16, help="number of shadow models (even; each trains on half the audit pool)"),
     seed: int = typer.Option(0, help="audit seed: audit set draw, shadow halves, bootstrap"),
-    shadow_engine: str = typer.Option("flower", help="flower (same engine as the target) or inprocess (same math, no Flower)"),
+    shadow_engine: str = typer.Option("flower", help="flower (same engine as the target), inprocess (same math, no Flower) or stacked (SGD recipes: all shadows in batched matmuls, for GPUs)"),
     rebuild_shadows: bool = typer.Option(False, help="discard cached shadow models and train them again"),
     bootstrap: int = typer.Option(200, help="bootstrap resamples for the 95% intervals"),
     list_: bool = typer.Option(False, "--list", help="list every attack with what it needs, and exit"),

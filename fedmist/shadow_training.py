@@ -17,7 +17,7 @@ from fedmist.engine.jobs import State
 from fedmist.errors import ConfigError
 from fedmist.runner import Run, open_run, prepare_config
 
-ENGINES = ("flower", "inprocess")
+ENGINES = ("flower", "inprocess", "stacked")
 
 
 def shadow_seed(target_seed: int, audit_seed: int, i: int) -> int:
@@ -54,6 +54,8 @@ class ShadowTrainer:
         if self.engine == "flower":
             from fedmist.simulation import simulate_runs
             simulate_runs(runs, self.base.clients)
+        elif self.engine == "stacked":
+            self._train_stacked(runs)
         else:
             from fedmist.engine.inprocess import InProcessFederation
             from fedmist.engine.loop import train
@@ -61,6 +63,30 @@ class ShadowTrainer:
                 run.begin()
                 run.state = train(run.cfg, InProcessFederation(), run.state, run.split.members, 1, run.on_epoch)
                 run.finish()
+
+
+    def _train_stacked(self, runs: list[Run]) -> None:
+        """All shadows at once with batched matmuls (same weights as one by one)."""
+        from fedmist.data.split import partition
+        from fedmist.defenses import DEFENSES
+        from fedmist.engine.loop import lr_at
+        from fedmist.engine.workspace import get_workspace
+        from fedmist.training.seeding import PHASE_LOCAL, step_rng
+        from fedmist.training.stacked import train_stacked
+
+        cfg = self.base
+        if DEFENSES[cfg.defense].xdiff or cfg.clients != 1 or cfg.mixup_alpha > 0:
+            raise ConfigError(f"the stacked shadow engine trains 1-client recipes without xdiff or mixup "
+                              f"(e.g. sgd); use --shadow-engine flower or inprocess for {cfg.defense}")
+        ws = get_workspace(cfg)
+        rows = [partition(r.split.members, 1, r.cfg.seed, 1)[0] for r in runs]
+        states = train_stacked(ws.model, [r.state for r in runs], ws.x, ws.y, rows, cfg.epochs,
+                               rng_for=lambda i, e: step_rng(runs[i].cfg.seed, e, 0, PHASE_LOCAL),
+                               lr_for=lambda e: lr_at(cfg, e), batch_size=cfg.batch_size,
+                               momentum=cfg.momentum, weight_decay=cfg.weight_decay, device=ws.device)
+        for run, state in zip(runs, states):
+            run.state = state
+            run.finish()
 
 
 def shadow_trainer_factory(engine: str = "flower") -> Callable:

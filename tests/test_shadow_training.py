@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from fedmist.config import RunConfig
+from fedmist.errors import ConfigError
 from fedmist.runner import open_run, prepare_config
 from fedmist.shadow_training import ShadowTrainer, shadow_seed
 
@@ -39,3 +41,17 @@ def test_flower_shadows_equal_in_process_shadows_and_keep_the_recipe(tiny_cfg: R
     assert all(getattr(cfg0, f) == getattr(target, f) for f in same)  # the target's recipe
     run = open_run(cfg0, None, members=jobs[0][1])
     assert np.array_equal(run.split.members, jobs[0][1])
+
+
+def test_stacked_shadows_equal_one_by_one(tiny_cfg: RunConfig) -> None:
+    target = prepare_config(dataclasses.replace(tiny_cfg, defense="sgd", epochs=3))
+    rng = np.random.default_rng(1)
+    jobs = [(i, np.sort(rng.choice(np.arange(200), 100, replace=False))) for i in range(3)]
+    stacked = _train(ShadowTrainer(target, audit_seed=0, engine="stacked"), jobs)
+    one_by_one = _train(ShadowTrainer(target, audit_seed=0, engine="inprocess"), jobs)
+    for i in range(3):
+        for k in one_by_one[i]:
+            torch.testing.assert_close(stacked[i][k], one_by_one[i][k], rtol=1e-5, atol=1e-5)
+    mist = ShadowTrainer(prepare_config(dataclasses.replace(tiny_cfg, epochs=1)), 0, engine="stacked")
+    with pytest.raises(ConfigError, match="stacked shadow engine"):
+        _train(mist, jobs[:1])
