@@ -19,21 +19,14 @@ import torch
 from fedmist.config import RunConfig
 from fedmist.recipes import default_recipe
 from fedmist.runner import open_run, prepare_config
+from fedmist.simulation import train_runs
 
 
 def train_run(cfg: RunConfig, out: Path, engine: str) -> dict:
     if (out / "metrics.json").is_file() and (out / "model.pt").is_file():
         return json.loads((out / "metrics.json").read_text())["summary"]  # cached
     run = open_run(cfg, out, resume=out.exists(), force=False)
-    if engine == "flower":
-        from fedmist.simulation import simulate_runs
-        simulate_runs([run], cfg.clients)
-    else:
-        from fedmist.engine.inprocess import InProcessFederation
-        from fedmist.engine.loop import train
-        run.begin()
-        run.state = train(cfg, InProcessFederation(), run.state, run.split.members, run.start_epoch, run.on_epoch)
-        run.finish()
+    train_runs([run], cfg.clients, engine)
     return json.loads((out / "metrics.json").read_text())["summary"]
 
 

@@ -51,18 +51,11 @@ class ShadowTrainer:
             run = open_run(self.config_for(i), None, members=rows)
             run.on_finish = lambda r, i=i: done(i, r.state)
             runs.append(run)
-        if self.engine == "flower":
-            from fedmist.simulation import simulate_runs
-            simulate_runs(runs, self.base.clients)
-        elif self.engine == "stacked":
+        if self.engine == "stacked":
             self._train_stacked(runs)
         else:
-            from fedmist.engine.inprocess import InProcessFederation
-            from fedmist.engine.loop import train
-            for run in runs:
-                run.begin()
-                run.state = train(run.cfg, InProcessFederation(), run.state, run.split.members, 1, run.on_epoch)
-                run.finish()
+            from fedmist.simulation import train_runs
+            train_runs(runs, self.base.clients, self.engine)
 
 
     def _train_stacked(self, runs: list[Run]) -> None:

@@ -43,3 +43,20 @@ def simulate_runs(runs: Sequence[Run], clients: int, ray_address: str | None = N
             num_supernodes=clients,
             backend_config=backend_config(first.cpus_per_client, first.gpus_per_client, ray_address),
         )
+
+
+def train_runs(runs: Sequence[Run], clients: int, engine: str = "flower") -> None:
+    """Train opened runs to completion with the Flower simulation (``flower``) or the same
+    functions in this process without Flower (``inprocess``; identical weights, no start-up)."""
+    if engine == "flower":
+        simulate_runs(runs, clients)
+        return
+    if engine != "inprocess":
+        raise ValueError(f"unknown engine {engine!r}")
+    from fedmist.engine.inprocess import InProcessFederation
+    from fedmist.engine.loop import train
+
+    for run in runs:
+        run.begin()
+        run.state = train(run.cfg, InProcessFederation(), run.state, run.split.members, run.start_epoch, run.on_epoch)
+        run.finish()

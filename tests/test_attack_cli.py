@@ -12,9 +12,8 @@ import pytest
 
 from fedmist.cli import main
 from fedmist.config import RunConfig
-from fedmist.engine.inprocess import InProcessFederation
-from fedmist.engine.loop import train
 from fedmist.runner import open_run, prepare_config
+from fedmist.simulation import train_runs
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +21,7 @@ def engine_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("attack") / "run"
     cfg = prepare_config(RunConfig(dataset="synthetic:240x12x3", model="mlp-small", defense="sgd", epochs=3,
                                    batch_size=20, train_size=100, seed=1))
-    run = open_run(cfg, out)
-    run.begin()
-    run.state = train(cfg, InProcessFederation(), run.state, run.split.members, 1, run.on_epoch)
-    run.finish()
+    train_runs([open_run(cfg, out)], cfg.clients, engine="inprocess")
     return out
 
 
