@@ -12,6 +12,9 @@ DATA_ENV = "FEDMIST_DATA"
 #: ``../shared/data`` is where a checkout beside the shared benchmark files finds them.
 DEFAULT_CANDIDATES: tuple[str, ...] = ("shared/data", "../shared/data")
 
+#: The project checkout; the candidates are also tried relative to it (scripts in experiments/).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
     """The data directory: ``data_dir`` if given, else ``$FEDMIST_DATA``, else a default.
@@ -28,8 +31,7 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
     else:
         # Relative to the working directory first, then to the project checkout (so scripts run
         # from experiments/ find ../shared beside the project too).
-        project = Path(__file__).resolve().parents[2]
-        candidates = [Path(c) for c in DEFAULT_CANDIDATES] + [project / c for c in DEFAULT_CANDIDATES]
+        candidates = [Path(c) for c in DEFAULT_CANDIDATES] + [PROJECT_ROOT / c for c in DEFAULT_CANDIDATES]
         existing = [c for c in candidates if c.is_dir()]
         chosen = existing[0] if existing else Path(DEFAULT_CANDIDATES[0])
     return chosen.expanduser().resolve()

@@ -159,9 +159,16 @@ def test_list_shared_data(shared_data):
 
 
 def test_resolve_data_dir_order(tmp_path, monkeypatch):
+    from fedmist.data import paths
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(DATA_ENV, raising=False)
+    project = tmp_path / "elsewhere" / "project"
+    project.mkdir(parents=True)
+    monkeypatch.setattr(paths, "PROJECT_ROOT", project)
     assert resolve_data_dir(None) == tmp_path / "shared" / "data"  # nothing exists: default
+    (tmp_path / "elsewhere" / "shared" / "data").mkdir(parents=True)
+    assert resolve_data_dir(None) == tmp_path / "elsewhere" / "shared" / "data"  # beside the project
     (tmp_path / "shared" / "data").mkdir(parents=True)
     work = tmp_path / "work"
     work.mkdir()
