@@ -72,7 +72,7 @@ def run_epoch(cfg: RunConfig, federation: Federation, state: State, members: np.
             r.probs = probs[r.client]
     t1 = time.perf_counter()
 
-    xdiff_loss = None
+    xdiff_loss, xdiff_seconds = None, 0.0
     if do_xdiff:
         if virtual_targets:
             targets = _targets_from_replies(members, parts, local)
@@ -84,6 +84,7 @@ def run_epoch(cfg: RunConfig, federation: Federation, state: State, members: np.
         _check_complete("phase 2", [r.client for r in finals], cfg.clients)
         states = [r.state for r in finals]
         xdiff_loss = float(np.mean([r.xdiff for r in finals]))
+        xdiff_seconds = float(sum(r.seconds for r in finals))
     else:
         states = [r.state for r in local]
     t2 = time.perf_counter()
@@ -91,7 +92,7 @@ def run_epoch(cfg: RunConfig, federation: Federation, state: State, members: np.
     t3 = time.perf_counter()
     report = EpochReport(epoch, lr, float(np.mean([r.loss for r in local])), xdiff_loss, t1 - t0, t2 - t1, t3 - t2)
     report.extra["client_seconds_local"] = float(sum(r.seconds for r in local))
-    report.extra["client_seconds_xdiff"] = float(sum(r.seconds for r in finals)) if do_xdiff else 0.0
+    report.extra["client_seconds_xdiff"] = xdiff_seconds
     return new_state, report
 
 
