@@ -50,6 +50,8 @@ class RunConfig:
     cpus_per_client: float = 1.0
     gpus_per_client: float = 0.0
     round_timeout: float = 600.0
+    reference_size: int = -1  # rows held out of the training budget as a reference set; -1 = defense's default
+    params: dict[str, Any] = field(default_factory=dict)  # the defense's own knobs (TOML [params], --set params.K=V)
 
     def validate(self) -> "RunConfig":
         """Raise ConfigError naming the first bad field; return self so calls chain."""
@@ -78,6 +80,7 @@ class RunConfig:
             raise ConfigError(f"train_size must be >= 0, got {self.train_size}")
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
+        DEFENSES[self.defense].parse_params(self.params)
         return self
 
     @property
@@ -98,6 +101,9 @@ class RunConfig:
         cfg = dataclasses.replace(base) if base is not None else cls()
         for raw_key, value in values.items():
             key = normalize_key(raw_key)
+            if key.startswith("params."):  # --set params.noise_multiplier=1.1
+                cfg.params = {**cfg.params, key.split(".", 1)[1]: value}
+                continue
             if key not in fields:
                 raise ConfigError(f"unknown config key {raw_key!r}; known keys: {', '.join(sorted(fields))}")
             setattr(cfg, key, _coerce(key, fields[key], value))
@@ -139,6 +145,10 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
             return int(value)
         if isinstance(default, float):
             return float(value)
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return {normalize_key(k): v for k, v in value.items()}
         if isinstance(default, list):
             if isinstance(value, str):
                 return [int(v) for v in value.replace(",", " ").split()]

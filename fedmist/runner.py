@@ -23,6 +23,7 @@ from fedmist.data.registry import PAPER_TRAIN_SIZE, base_name
 from fedmist.data.split import Split, make_split
 from fedmist.engine.jobs import State
 from fedmist.engine.loop import EpochReport
+from fedmist.defenses.registry import aux_part, model_part
 from fedmist.engine.workspace import get_workspace, initial_state
 from fedmist.errors import RunDirError
 from fedmist.training.evaluate import accuracy
@@ -105,7 +106,7 @@ class Run:
 
     def evaluate(self, state: State) -> dict[str, float]:
         ws = get_workspace(self.cfg)
-        ws.model.load_state_dict(state)
+        ws.model.load_state_dict(model_part(state))
         return {"train_acc": accuracy(ws.model, ws.x, ws.y, self.split.members, ws.device),
                 "test_acc": accuracy(ws.model, ws.x, ws.y, self.split.test, ws.device)}
 
@@ -132,9 +133,18 @@ class Run:
                 "test": int(len(self.split.test)), "test_is_nonmembers": self.split.test_is_nonmembers}
 
     def finish(self) -> dict:
+        from fedmist.defenses import DEFENSES
+
+        spec = DEFENSES[self.cfg.defense]
+        extras = spec.after_training(self) if spec.after_training is not None else {}
         summary = self.summary()
+        if extras:
+            summary["defense"] = extras
         if self.path is not None:
-            torch.save(self.state, self.path / "model.pt")
+            torch.save(model_part(self.state), self.path / "model.pt")
+            aux = aux_part(self.state)
+            if aux:
+                torch.save(aux, self.path / "defense.pt")
             write_json(self.path / "metrics.json", {"summary": summary, "history": self.history})
             (self.path / "checkpoint.pt").unlink(missing_ok=True)
         if self.on_finish is not None:
@@ -148,19 +158,32 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def split_for(cfg: RunConfig) -> Split:
+    """The seeded split of a config: members, reference (if the defense wants one), non-members, test."""
+    from fedmist.defenses import DEFENSES
+
+    n = len(get_workspace(cfg).dataset)
+    train_size = default_train_size(cfg, n)
+    return make_split(n, train_size, cfg.seed, reference=DEFENSES[cfg.defense].reference_size(cfg, train_size))
+
+
+def _override(split: Split, members: np.ndarray | None, reference: np.ndarray | None) -> Split:
+    if members is None and reference is None:
+        return split
+    return Split(split.members if members is None else np.asarray(members, dtype=np.int64), split.nonmembers,
+                 split.test, split.test_is_nonmembers,
+                 split.reference if reference is None else np.asarray(reference, dtype=np.int64))
+
+
 def open_run(cfg: RunConfig, path: Path | None, *, resume: bool = False, force: bool = False,
-             members: np.ndarray | None = None) -> Run:
+             members: np.ndarray | None = None, reference: np.ndarray | None = None) -> Run:
     """Create a run directory (or an in-memory run when ``path`` is None), or reopen one to resume.
 
     ``members`` overrides the seeded split's training rows (shadow models train on given halves of
-    the audit pool).
+    the audit pool); ``reference`` its reference rows (shadows use the target's, outside the pool).
     """
-    ws = get_workspace(cfg)
     if path is None:
-        split = make_split(len(ws.dataset), default_train_size(cfg, len(ws.dataset)), cfg.seed)
-        if members is not None:
-            split = Split(np.asarray(members, dtype=np.int64), split.nonmembers, split.test, split.test_is_nonmembers)
-        return Run(cfg, None, split, initial_state(cfg))
+        return Run(cfg, None, _override(split_for(cfg), members, reference), initial_state(cfg))
     if path.exists() and resume:
         return _resume(cfg, path)
     if path.exists() and any(path.iterdir()):
@@ -168,12 +191,25 @@ def open_run(cfg: RunConfig, path: Path | None, *, resume: bool = False, force: 
             raise RunDirError(f"run directory {path} already exists; use --resume to continue it or --force to overwrite")
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
-    split = make_split(len(ws.dataset), default_train_size(cfg, len(ws.dataset)), cfg.seed)
-    if members is not None:
-        split = Split(np.asarray(members, dtype=np.int64), split.nonmembers, split.test, split.test_is_nonmembers)
+    split = _override(split_for(cfg), members, reference)
     split.save(path / "split.npz")
     (path / "config.json").write_text(cfg.to_json())
     return Run(cfg, path, split, initial_state(cfg))
+
+
+def train_run(run: Run, federation) -> None:
+    """Train an opened run to completion over ``federation`` (the defense's own loop if it has one)."""
+    from fedmist.defenses import DEFENSES
+    from fedmist.engine.loop import train
+
+    run.begin()
+    loop = DEFENSES[run.cfg.defense].train_loop
+    if loop is not None:
+        run.state = loop(run, federation)
+    else:
+        run.state = train(run.cfg, federation, run.state, run.split.members, run.start_epoch, run.on_epoch,
+                          run.split.reference)
+    run.finish()
 
 
 def _resume(cfg: RunConfig, path: Path) -> Run:

@@ -15,7 +15,7 @@ import numpy as np
 from fedmist.config import RunConfig
 from fedmist.engine.jobs import State
 from fedmist.errors import ConfigError
-from fedmist.runner import Run, open_run, prepare_config
+from fedmist.runner import Run, open_run, prepare_config, split_for
 
 ENGINES = ("flower", "inprocess", "stacked")
 
@@ -47,8 +47,10 @@ class ShadowTrainer:
 
     def train_all(self, jobs: list[tuple[int, np.ndarray]], done: Callable[[int, State], None]) -> None:
         runs: list[Run] = []
+        # A defense's reference rows are the target's, outside the audit pool the shadows draw from.
+        reference = split_for(prepare_config(dataclasses.replace(self.base))).reference
         for i, rows in jobs:
-            run = open_run(self.config_for(i), None, members=rows)
+            run = open_run(self.config_for(i), None, members=rows, reference=reference)
             run.on_finish = lambda r, i=i: done(i, r.state)
             runs.append(run)
         if self.engine == "stacked":
@@ -68,7 +70,9 @@ class ShadowTrainer:
         from fedmist.training.stacked import train_stacked
 
         cfg = self.base
-        if DEFENSES[cfg.defense].xdiff or cfg.clients != 1 or cfg.mixup_alpha > 0:
+        spec = DEFENSES[cfg.defense]
+        if (spec.xdiff or cfg.clients != 1 or cfg.mixup_alpha > 0 or spec.local_step != "sgd"
+                or spec.train_loop is not None or spec.init_aux is not None):
             raise ConfigError(f"the stacked shadow engine trains 1-client recipes without xdiff or mixup "
                               f"(e.g. sgd); use --shadow-engine flower or inprocess for {cfg.defense}")
         ws = get_workspace(cfg)

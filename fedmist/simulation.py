@@ -54,9 +54,7 @@ def train_runs(runs: Sequence[Run], clients: int, engine: str = "flower") -> Non
     if engine != "inprocess":
         raise ValueError(f"unknown engine {engine!r}")
     from fedmist.engine.inprocess import InProcessFederation
-    from fedmist.engine.loop import train
+    from fedmist.runner import train_run
 
     for run in runs:
-        run.begin()
-        run.state = train(run.cfg, InProcessFederation(), run.state, run.split.members, run.start_epoch, run.on_epoch)
-        run.finish()
+        train_run(run, InProcessFederation())

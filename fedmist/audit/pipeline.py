@@ -40,13 +40,18 @@ def _recipe(config: Any) -> dict:
     raise AuditError(f"cannot read the run's config ({type(config).__name__}) as a recipe")
 
 
-def shadow_loader(template: nn.Module, cache_dir: Path) -> Callable[[int], nn.Module]:
-    """``i -> shadow model i``: a copy of the target's architecture with the cached weights."""
+def shadow_loader(template: nn.Module, cache_dir: Path,
+                  from_state: Callable[[dict], nn.Module] | None = None) -> Callable[[int], nn.Module]:
+    """``i -> shadow model i``: the target's architecture with the cached weights (through the
+    run's ``model_from_state`` when it has one, so a defense's output modification applies too)."""
     device = model_device(template)
 
     def load(i: int) -> nn.Module:
+        state = load_shadow_state(cache_dir, i)
+        if from_state is not None:
+            return from_state(state).to(device).eval()
         model = copy.deepcopy(template)
-        model.load_state_dict(load_shadow_state(cache_dir, i))
+        model.load_state_dict(state)
         return model.to(device).eval()
     return load
 
@@ -65,7 +70,7 @@ def prepare_shadows(run: Any, aset: AuditSet, x: torch.Tensor, labels: np.ndarra
         clear_cache(cache_dir)
     trained = train_shadows(pool_keep, aset.pool, _LazyTrainFn(train_fn_factory, run, seed), cache_dir, key,
                             progress=progress)
-    loader = shadow_loader(run.model, cache_dir)
+    loader = shadow_loader(run.model, cache_dir, getattr(run, "model_from_state", None))
     target_scores = lira_phi(target_logits, labels)[None, :, None]
     layout = None if trained else load_layout(cache_dir, key)
     if layout is None or not np.array_equal(layout.indices, aset.rows):

@@ -14,26 +14,44 @@ from fedmist.config import RunConfig
 from fedmist.engine.jobs import (LocalJob, LocalResult, PredictJob, PredictResult, State, XdiffJob,
                                  XdiffResult)
 from fedmist.engine.workspace import Workspace
-from fedmist.training.local import local_epoch
+from fedmist.defenses.registry import aux_part, model_part
+from fedmist.training.evaluate import class_probs
 from fedmist.training.seeding import PHASE_LOCAL, PHASE_XDIFF, step_rng
+from fedmist.training.steps import STEPS, StepContext
 from fedmist.training.xdiff import true_class_probs, xdiff_epoch
 
 
-def _state_of(model: torch.nn.Module) -> State:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+def _state_of(model: torch.nn.Module, aux: State | None = None) -> State:
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    state.update({k: v.detach().cpu().clone() for k, v in (aux or {}).items()})
+    return state
 
 
 def run_local(ws: Workspace, cfg: RunConfig, job: LocalJob) -> LocalResult:
+    """Phase 1 with the defense's training step (plain SGD unless the defense names another)."""
+    from fedmist.defenses import DEFENSES
+
     t0 = time.perf_counter()
+    spec = DEFENSES[cfg.defense]
+    step_name = job.step or spec.local_step
+    if step_name not in STEPS:
+        raise ValueError(f"unknown training step {step_name!r}; known: {', '.join(sorted(STEPS))}")
     model = ws.model
-    model.load_state_dict(job.state)
+    model.load_state_dict(model_part(job.state))
     rng = step_rng(cfg.seed, job.epoch, job.client, PHASE_LOCAL)
-    loss = local_epoch(model, ws.x, ws.y, job.train_rows, lr=job.lr, batch_size=cfg.batch_size, rng=rng,
-                       momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                       mixup_alpha=cfg.mixup_alpha, device=ws.device)
+    ctx = StepContext(model, ws.x, ws.y, job.train_rows, lr=job.lr, batch_size=cfg.batch_size,
+                      momentum=cfg.momentum, weight_decay=cfg.weight_decay, mixup_alpha=cfg.mixup_alpha,
+                      rng=rng, device=ws.device, epoch=job.epoch, epochs=cfg.epochs,
+                      params=spec.parse_params(cfg.params), num_classes=ws.dataset.num_classes,
+                      reference=job.reference_rows, soft_targets=job.soft_targets,
+                      aux={k: v.to(ws.device) for k, v in aux_part(job.state).items()})
+    loss = STEPS[step_name](ctx)
+    if not np.isfinite(loss):
+        raise FloatingPointError(f"training step {step_name!r} returned a NaN/Inf loss")
     probs = (true_class_probs(model, ws.x, ws.y, job.predict_rows, device=ws.device)
              if len(job.predict_rows) else np.empty(0, dtype=np.float32))
-    return LocalResult(job.client, _state_of(model), loss, len(job.train_rows), probs, time.perf_counter() - t0)
+    return LocalResult(job.client, _state_of(model, ctx.aux), loss, len(job.train_rows), probs,
+                       time.perf_counter() - t0)
 
 
 def targets_from_peers(ws: Workspace, peer_states: list[State], rows: np.ndarray) -> np.ndarray:
@@ -42,7 +60,7 @@ def targets_from_peers(ws: Workspace, peer_states: list[State], rows: np.ndarray
         raise ValueError("private-data mode needs the other clients' phase-1 weights")
     acc = np.zeros(len(rows), dtype=np.float64)
     for state in peer_states:
-        ws.model.load_state_dict(state)
+        ws.model.load_state_dict(model_part(state))
         acc += true_class_probs(ws.model, ws.x, ws.y, rows, device=ws.device)
     return (acc / len(peer_states)).astype(np.float32)
 
@@ -54,16 +72,19 @@ def run_xdiff(ws: Workspace, cfg: RunConfig, job: XdiffJob) -> XdiffResult:
     else:
         targets = job.targets
     model = ws.model
-    model.load_state_dict(job.state)
+    model.load_state_dict(model_part(job.state))
     rng = step_rng(cfg.seed, job.epoch, job.client, PHASE_XDIFF)
     loss = xdiff_epoch(model, ws.x, ws.y, job.train_rows, targets, lam=cfg.lam, lr=job.lr,
                        batch_size=cfg.batch_size, rng=rng, kind=cfg.xdiff_loss,
                        momentum=cfg.momentum, weight_decay=cfg.weight_decay, device=ws.device)
-    return XdiffResult(job.client, _state_of(model), loss, len(job.train_rows), time.perf_counter() - t0)
+    return XdiffResult(job.client, _state_of(model, aux_part(job.state)), loss, len(job.train_rows), time.perf_counter() - t0)
 
 
 def run_predict(ws: Workspace, cfg: RunConfig, job: PredictJob) -> PredictResult:
     t0 = time.perf_counter()
-    ws.model.load_state_dict(job.state)
-    probs = true_class_probs(ws.model, ws.x, ws.y, job.rows, device=ws.device)
+    ws.model.load_state_dict(model_part(job.state))
+    if job.full:
+        probs = class_probs(ws.model, ws.x, job.rows, device=ws.device)
+    else:
+        probs = true_class_probs(ws.model, ws.x, ws.y, job.rows, device=ws.device)
     return PredictResult(job.client, probs, time.perf_counter() - t0)

@@ -25,6 +25,9 @@ class LocalJob:
     state: State
     train_rows: np.ndarray
     predict_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    step: str = ""  # training step name (fedmist.training.steps); "" = the defense's local_step
+    reference_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    soft_targets: np.ndarray | None = None  # (len(train_rows), K) for the distill step
 
 
 @dataclass
@@ -72,6 +75,7 @@ class PredictJob:
     epoch: int
     state: State
     rows: np.ndarray
+    full: bool = False  # True: the whole probability vector (len(rows), K), not the true class's
 
 
 @dataclass

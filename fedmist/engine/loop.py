@@ -48,8 +48,13 @@ def lr_at(cfg: RunConfig, epoch: int) -> float:
     return cfg.lr * (0.1 ** sum(1 for m in cfg.lr_schedule if epoch > m))
 
 
-def run_epoch(cfg: RunConfig, federation: Federation, state: State, members: np.ndarray, epoch: int) -> tuple[State, EpochReport]:
-    """One epoch of Algorithm 1 (or plain SGD / phase-1-only, as the defense says)."""
+def run_epoch(cfg: RunConfig, federation: Federation, state: State, members: np.ndarray, epoch: int,
+              reference: np.ndarray | None = None) -> tuple[State, EpochReport]:
+    """One epoch of Algorithm 1 (or plain SGD / phase-1-only, as the defense says).
+
+    ``reference``: the held-out rows a defense's training step may use (MMD, AdvReg), sent to
+    every client with its phase-1 job."""
+    reference = np.empty(0, np.int64) if reference is None else reference
     spec = DEFENSES[cfg.defense]
     lr = lr_at(cfg, epoch)
     parts = partition(members, cfg.clients, cfg.seed, epoch, cfg.repartition)
@@ -61,7 +66,7 @@ def run_epoch(cfg: RunConfig, federation: Federation, state: State, members: np.
     jobs = []
     for c, rows in enumerate(parts):
         others = _others(parts, c) if piggyback else np.empty(0, np.int64)
-        jobs.append(LocalJob(c, epoch, lr, state, rows, others))
+        jobs.append(LocalJob(c, epoch, lr, state, rows, others, reference_rows=reference))
     local = sorted(federation.local(cfg, jobs), key=lambda r: r.client)
     _check_complete("phase 1", [r.client for r in local], cfg.clients)
     if virtual_targets and not piggyback:  # the separate query.predict round
@@ -125,10 +130,11 @@ def _check_complete(phase: str, got: list[int], clients: int) -> None:
 
 
 def train(cfg: RunConfig, federation: Federation, state: State, members: np.ndarray, start_epoch: int = 1,
-          on_epoch: Callable[[State, EpochReport], None] | None = None) -> State:
+          on_epoch: Callable[[State, EpochReport], None] | None = None,
+          reference: np.ndarray | None = None) -> State:
     """Run epochs ``start_epoch..cfg.epochs``; ``on_epoch`` evaluates, logs and checkpoints."""
     for epoch in range(start_epoch, cfg.epochs + 1):
-        state, report = run_epoch(cfg, federation, state, members, epoch)
+        state, report = run_epoch(cfg, federation, state, members, epoch, reference)
         if on_epoch is not None:
             on_epoch(state, report)
     return state

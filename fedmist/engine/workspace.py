@@ -49,8 +49,19 @@ def get_workspace(cfg: RunConfig) -> Workspace:
 
 
 def initial_state(cfg: RunConfig) -> dict[str, torch.Tensor]:
-    """The seeded θ̄_0 every run starts from (same seed -> same initial weights)."""
+    """The seeded θ̄_0 every run starts from (same seed -> same initial weights), plus the defense's
+    own initial tensors (``aux/`` keys, e.g. AdvReg's attack model)."""
+    from fedmist.defenses import DEFENSES
+
     ws = get_workspace(cfg)
     torch.manual_seed(cfg.seed)
     fresh = build_model(ws.model_name, ws.dataset.feature_shape, ws.dataset.num_classes)
-    return {k: v.detach().cpu().clone() for k, v in fresh.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in fresh.state_dict().items()}
+    spec = DEFENSES[cfg.defense]
+    if spec.init_aux is not None:
+        aux = spec.init_aux(cfg, spec.parse_params(cfg.params), fresh)
+        bad = [k for k in aux if not k.startswith("aux/")]
+        if bad:
+            raise ValueError(f"defense {cfg.defense!r}: init_aux keys must start with 'aux/', got {bad}")
+        state.update({k: v.detach().cpu().clone() for k, v in aux.items()})
+    return state

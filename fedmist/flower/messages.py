@@ -47,18 +47,26 @@ def record_state(record: ArrayRecord) -> State:
 
 # --- phase 1 -----------------------------------------------------------------------------------
 def pack_local(cfg: RunConfig, job: LocalJob) -> RecordDict:
-    return RecordDict({
-        "meta": _meta(cfg, job.client, job.epoch, job.lr),
+    meta = _meta(cfg, job.client, job.epoch, job.lr)
+    meta["step"] = job.step
+    content = RecordDict({
+        "meta": meta,
         "weights": state_record(job.state),
-        "rows": _arrays(train=job.train_rows, predict=job.predict_rows),
+        "rows": _arrays(train=job.train_rows, predict=job.predict_rows, reference=job.reference_rows),
     })
+    if job.soft_targets is not None:
+        content["soft-targets"] = _arrays(targets=job.soft_targets)
+    return content
 
 
 def unpack_local(content: RecordDict) -> tuple[RunConfig, LocalJob]:
     cfg, client, epoch, lr = config_of(content)
     rows = content.array_records["rows"]
+    soft = (content.array_records["soft-targets"]["targets"].numpy()
+            if "soft-targets" in content.array_records else None)
     return cfg, LocalJob(client, epoch, lr, record_state(content.array_records["weights"]),
-                         rows["train"].numpy(), rows["predict"].numpy())
+                         rows["train"].numpy(), rows["predict"].numpy(), str(content.config_records["meta"]["step"]),
+                         rows["reference"].numpy(), soft)
 
 
 def pack_local_result(res: LocalResult) -> RecordDict:
@@ -113,8 +121,10 @@ def unpack_xdiff_result(content: RecordDict, job: XdiffJob) -> XdiffResult:
 
 # --- query.predict ------------------------------------------------------------------------------
 def pack_predict(cfg: RunConfig, job: PredictJob) -> RecordDict:
+    meta = _meta(cfg, job.client, job.epoch, 0.0)
+    meta["full"] = job.full
     return RecordDict({
-        "meta": _meta(cfg, job.client, job.epoch, 0.0),
+        "meta": meta,
         "weights": state_record(job.state),
         "rows": _arrays(predict=job.rows),
     })
@@ -123,7 +133,7 @@ def pack_predict(cfg: RunConfig, job: PredictJob) -> RecordDict:
 def unpack_predict(content: RecordDict) -> tuple[RunConfig, PredictJob]:
     cfg, client, epoch, _ = config_of(content)
     return cfg, PredictJob(client, epoch, record_state(content.array_records["weights"]),
-                           content.array_records["rows"]["predict"].numpy())
+                           content.array_records["rows"]["predict"].numpy(), bool(content.config_records["meta"]["full"]))
 
 
 def pack_predict_result(res: PredictResult) -> RecordDict:
@@ -132,8 +142,17 @@ def pack_predict_result(res: PredictResult) -> RecordDict:
 
 
 def unpack_predict_result(content: RecordDict, job: PredictJob) -> PredictResult:
-    probs = _checked_array(content, "probs", "probs", job.rows.shape, job.client)
+    shape = (len(job.rows), _num_classes(content)) if job.full else job.rows.shape
+    probs = _checked_array(content, "probs", "probs", shape, job.client)
     return PredictResult(job.client, probs, float(content.metric_records["metrics"]["seconds"]))
+
+
+def _num_classes(content: RecordDict) -> int:
+    try:
+        arr = content.array_records["probs"]["probs"]
+        return int(arr.shape[1]) if len(arr.shape) == 2 else -1
+    except KeyError:
+        return -1
 
 
 # --- validation ---------------------------------------------------------------------------------

@@ -7,9 +7,8 @@ from collections.abc import Iterable
 
 from flwr.serverapp import Grid
 
-from fedmist.engine.loop import train
 from fedmist.flower.federation import FlowerFederation, wait_for_nodes
-from fedmist.runner import Run
+from fedmist.runner import Run, train_run
 
 NODE_WAIT_S = 120.0
 # The in-memory Grid of the simulation engine sleeps this long between polls for replies
@@ -23,7 +22,4 @@ def serve(grid: Grid, runs: Iterable[Run], clients: int) -> None:
         grid.pull_interval = PULL_INTERVAL_S
     nodes = wait_for_nodes(grid, clients, NODE_WAIT_S)
     for run in runs:
-        run.begin()
-        federation = FlowerFederation(grid, nodes[: run.cfg.clients])
-        run.state = train(run.cfg, federation, run.state, run.split.members, run.start_epoch, run.on_epoch)
-        run.finish()
+        train_run(run, FlowerFederation(grid, nodes[: run.cfg.clients]))

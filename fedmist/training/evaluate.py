@@ -25,3 +25,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: np.nda
         return float("nan")
     pred = predict_logits(model, x, indices, device=device).argmax(1)
     return float((pred == y[torch.from_numpy(indices)]).float().mean())
+
+
+def class_probs(model: nn.Module, x: torch.Tensor, indices: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Softmax probability vectors (len(indices), K) as float32: soft labels for distillation."""
+    logits = predict_logits(model, x, indices, device=device)
+    return torch.softmax(logits, dim=1).numpy().astype(np.float32) if len(indices) else np.empty((0, 0), np.float32)
