@@ -50,6 +50,7 @@ class RunConfig:
     cpus_per_client: float = 1.0
     gpus_per_client: float = 0.0
     round_timeout: float = 600.0
+    min_clients: int = 0  # replies a round needs to proceed after round_timeout; 0 = every client
     reference_size: int = -1  # rows held out of the training budget as a reference set; -1 = defense's default
     params: dict[str, Any] = field(default_factory=dict)  # the defense's own knobs (TOML [params], --set params.K=V)
 

@@ -2,5 +2,6 @@
 
 from fedmist.defenses.registry import DEFENSES, DefenseSpec, register_defense
 from fedmist.defenses import mist, sgd  # noqa: F401  (registers)
+from fedmist.defenses import dpsgd, memguard, mixup_mmd, hamp, advreg, selena, dmp  # noqa: F401  (registers)
 
 __all__ = ["DEFENSES", "DefenseSpec", "register_defense"]

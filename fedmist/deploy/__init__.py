@@ -1,0 +1,1 @@
+"""Real deployment over gRPC: certificates, SuperLink / SuperNode processes, run submission."""
