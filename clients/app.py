@@ -1,4 +1,11 @@
-"""Flower ClientApp: one MIST sub-model. Handlers unpack a message, call fedmist, pack the reply."""
+"""Flower ClientApp: one MIST sub-model. Handlers unpack a message, call fedmist, pack the reply.
+
+Node config (``flower-supernode --node-config``, set by ``fedmist deploy supernode``):
+``data-dir`` is where this machine keeps the dataset files; it replaces the server's ``data_dir``
+(in the virtual federation the server sends row numbers, so every node needs the dataset file).
+``partition-id`` / ``num-partitions`` name the node's partition for the operator.
+Fault injection for tests: see ``fedmist.flower.faults`` (``FEDMIST_FAULT``).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,10 @@ import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from fedmist.config import RunConfig
 from fedmist.engine.client_steps import run_local, run_predict, run_xdiff
 from fedmist.engine.workspace import get_workspace
-from fedmist.flower import messages
+from fedmist.flower import faults, messages
 
 app = ClientApp()
 
@@ -19,12 +27,23 @@ def _threads(cfg_cpus: float) -> None:
     torch.set_num_threads(max(1, int(cfg_cpus)))
 
 
+def _local_cfg(cfg: RunConfig, context: Context) -> RunConfig:
+    """The server's config with this node's data directory, if the node has one."""
+    data_dir = str(context.node_config.get("data-dir", "") or "")
+    if data_dir:
+        cfg.data_dir = data_dir
+    _threads(cfg.cpus_per_client)
+    return cfg
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Phase 1: local SGD pass, then true-class probabilities on the peers' rows."""
     cfg, job = messages.unpack_local(msg.content)
-    _threads(cfg.cpus_per_client)
+    cfg = _local_cfg(cfg, context)
+    faults.before(job.client, job.epoch, cfg.seed)
     result = run_local(get_workspace(cfg), cfg, job)
+    result.state = faults.corrupt(job.client, job.epoch, cfg.seed, result.state)
     return Message(messages.pack_local_result(result), reply_to=msg)
 
 
@@ -32,8 +51,10 @@ def train(msg: Message, context: Context) -> Message:
 def xdiff(msg: Message, context: Context) -> Message:
     """Phase 2: cross-difference pass against the targets (or the peers' weights)."""
     cfg, job = messages.unpack_xdiff(msg.content)
-    _threads(cfg.cpus_per_client)
+    cfg = _local_cfg(cfg, context)
+    faults.before(job.client, job.epoch, cfg.seed)
     result = run_xdiff(get_workspace(cfg), cfg, job)
+    result.state = faults.corrupt(job.client, job.epoch, cfg.seed, result.state)
     return Message(messages.pack_xdiff_result(result), reply_to=msg)
 
 
@@ -41,5 +62,6 @@ def xdiff(msg: Message, context: Context) -> Message:
 def predict(msg: Message, context: Context) -> Message:
     """True-class probabilities of the given weights on the given rows (a separate round)."""
     cfg, job = messages.unpack_predict(msg.content)
-    _threads(cfg.cpus_per_client)
+    cfg = _local_cfg(cfg, context)
+    faults.before(job.client, job.epoch, cfg.seed)
     return Message(messages.pack_predict_result(run_predict(get_workspace(cfg), cfg, job)), reply_to=msg)

@@ -1,11 +1,14 @@
 """Flower ServerApp: the MIST epoch loop over the connected ClientApps.
 
 ``flwr run .`` builds the config from ``[tool.flwr.app.config]`` (a recipe plus overrides);
-``fedmist simulate`` builds its runs itself and passes them to ``make_server_app``.
+``fedmist deploy run`` sends the whole config as JSON (``config-json``) so the recipe file need
+not exist on the SuperLink machine; ``fedmist simulate`` builds its runs itself and passes them
+to ``make_server_app``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,13 +20,20 @@ from fedmist.flower.server import serve
 from fedmist.runner import Run, default_out, open_run, prepare_config
 
 # run-config keys that are not RunConfig fields
-APP_KEYS = {"recipe", "out", "resume", "force"}
+APP_KEYS = {"recipe", "out", "resume", "force", "config-json"}
+# The line ``fedmist deploy run`` looks for in the streamed log to print the summary table.
+SUMMARY_MARK = "FEDMIST-SUMMARY "
 
 
 def run_from_flower_config(run_config: dict) -> Run:
-    """The run described by Flower's run-config: ``recipe`` file, then field overrides."""
+    """The run described by Flower's run-config: ``config-json`` or the ``recipe`` file, then
+    field overrides."""
     recipe = str(run_config.get("recipe", "") or "")
-    cfg = RunConfig.from_toml(recipe) if recipe else RunConfig()
+    config_json = str(run_config.get("config-json", "") or "")
+    if config_json:
+        cfg = RunConfig.from_dict(json.loads(config_json))
+    else:
+        cfg = RunConfig.from_toml(recipe) if recipe else RunConfig()
     overrides = {k: v for k, v in run_config.items() if k not in APP_KEYS and v != ""}  # "" = recipe's value
     cfg = RunConfig.from_dict(overrides, base=cfg)
     cfg = prepare_config(cfg)
@@ -42,11 +52,27 @@ def make_server_app(runs: Iterable[Run], clients: int) -> ServerApp:
     return server
 
 
+def _print_epoch(run: Run, row: dict) -> None:
+    from fedmist.console import epoch_line
+
+    line = epoch_line(run.cfg.defense, row).replace("[bold]", "").replace("[/]", "")
+    dropped = row.get("dropped") or []
+    print(f"{line} | epoch {row['epoch']}/{run.cfg.epochs}" + (f" | dropped {dropped}" if dropped else ""), flush=True)
+
+
 app = ServerApp()
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     run = run_from_flower_config(dict(context.run_config))
-    serve(grid, [run], run.cfg.clients)
+    print(f"fedmist: {run.cfg.defense} on {run.cfg.dataset}, C={run.cfg.clients}, run dir {run.path.resolve()}"
+          + (f", resuming at epoch {run.start_epoch}" if run.start_epoch > 1 else ""), flush=True)
+    run.on_report = _print_epoch
+    if run.start_epoch <= run.cfg.epochs:
+        serve(grid, [run], run.cfg.clients)
+    else:
+        run.finish()
+    summary = json.loads((run.path / "metrics.json").read_text())["summary"]
+    print(SUMMARY_MARK + json.dumps({"run_dir": str(run.path.resolve()), "summary": summary}, default=float), flush=True)
     print(f"run written to {run.path}")

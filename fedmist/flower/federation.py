@@ -1,4 +1,10 @@
-"""The engine's ``Federation`` over a Flower ``Grid``: one message per job, replies validated."""
+"""The engine's ``Federation`` over a Flower ``Grid``: one message per job, replies validated.
+
+Fault tolerance: a job whose node is offline, whose reply is an error, is invalid (NaN/Inf, wrong
+names or shapes) or does not arrive within ``cfg.round_timeout`` is *rejected*: logged with the
+client and the reason, kept out of the results, and counted as a dropout. A round returns fewer
+results than jobs only when ``cfg.min_clients`` allows it; otherwise it raises FederationError.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,10 @@ from fedmist.flower import messages
 
 J = TypeVar("J", LocalJob, XdiffJob, PredictJob)
 R = TypeVar("R", LocalResult, XdiffResult, PredictResult)
+Log = Callable[[str], None]
+
+# Seconds between polls for replies over the network (the in-memory simulation grid polls faster).
+DEPLOY_POLL_S = 0.1
 
 
 def wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
@@ -30,11 +40,19 @@ def wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
         time.sleep(0.2)
 
 
+def needed(cfg: RunConfig, jobs: int) -> int:
+    """Valid replies a round of ``jobs`` jobs needs: all of them, or ``min_clients`` if set."""
+    return jobs if cfg.min_clients <= 0 else min(cfg.min_clients, jobs)
+
+
 class FlowerFederation:
-    def __init__(self, grid: Grid, nodes: list[int]) -> None:
+    def __init__(self, grid: Grid, nodes: list[int], poll: float = DEPLOY_POLL_S, log: Log = print) -> None:
         self.grid = grid
         self.nodes = nodes
+        self.poll = poll
+        self.log = log
         self.round = 0
+        self.rejected: dict[int, str] = {}  # client -> why, for the last round (read by the epoch loop)
 
     def local(self, cfg: RunConfig, jobs: list[LocalJob]) -> list[LocalResult]:
         return self._round(cfg, messages.TRAIN, jobs, messages.pack_local, messages.unpack_local_result)
@@ -48,24 +66,56 @@ class FlowerFederation:
     def _round(self, cfg: RunConfig, kind: str, jobs: list[J], pack: Callable[[RunConfig, J], RecordDict],
                unpack: Callable[[RecordDict, J], R]) -> list[R]:
         self.round += 1
-        by_node = {}
-        out = []
+        self.rejected = {}
+        pending = self._send(cfg, kind, jobs, pack)
+        results: dict[int, R] = {}
+        deadline = time.monotonic() + cfg.round_timeout
+        while pending:
+            for reply in self.grid.pull_messages(list(pending)):
+                job = pending.pop(reply.metadata.reply_to_message_id, None)
+                if job is None:
+                    continue
+                if reply.has_error():
+                    self._reject(kind, job, f"client error: {reply.error.reason}")
+                    continue
+                try:
+                    results[job.client] = unpack(reply.content, job)
+                except (messages.BadReply, KeyError, ValueError, TypeError) as err:
+                    self._reject(kind, job, f"bad reply: {err}")
+            if not pending or time.monotonic() > deadline:
+                break
+            time.sleep(self.poll)
+        for job in pending.values():
+            self._reject(kind, job, f"no reply within {cfg.round_timeout:g} s")
+        need = needed(cfg, len(jobs))
+        if len(results) < need:
+            detail = "; ".join(f"client {c}: {why}" for c, why in sorted(self.rejected.items()))
+            raise FederationError(f"{kind} round {self.round}: {len(results)} valid replies of {len(jobs)}, "
+                                  f"{need} needed (min_clients={cfg.min_clients}); {detail}")
+        return [results[c] for c in sorted(results)]
+
+    def _send(self, cfg: RunConfig, kind: str, jobs: list[J], pack: Callable[[RunConfig, J], RecordDict]) -> dict[str, J]:
+        """Push one message per job to a live node; return message id -> job."""
+        live = set(self.grid.get_node_ids())
+        out: list[tuple[Message, J]] = []
         for job in jobs:
             node = self.nodes[job.client]
-            out.append(Message(pack(cfg, job), dst_node_id=node, message_type=kind, group_id=str(self.round)))
-            by_node[node] = job
-        replies = list(self.grid.send_and_receive(out, timeout=cfg.round_timeout))
-        results = []
-        for reply in replies:
-            job = by_node[reply.metadata.src_node_id]
-            if reply.has_error():
-                raise FederationError(f"client {job.client} failed in {kind} (epoch {job.epoch}): {reply.error.reason}")
-            try:
-                results.append(unpack(reply.content, job))
-            except (messages.BadReply, KeyError) as err:
-                raise FederationError(f"rejected reply of client {job.client} in {kind} (epoch {job.epoch}): {err}") from None
-        if len(results) < len(jobs):
-            got = {r.client for r in results}
-            missing = sorted(j.client for j in jobs if j.client not in got)
-            raise FederationError(f"no reply from client(s) {missing} in {kind} within {cfg.round_timeout:.0f} s")
-        return results
+            if node not in live:
+                self._reject(kind, job, f"SuperNode {node} is offline")
+                continue
+            msg = Message(pack(cfg, job), dst_node_id=node, message_type=kind, group_id=str(self.round))
+            out.append((msg, job))
+        accepted = {str(i) for i in self.grid.push_messages([m for m, _ in out]) if i} if out else set()
+        pending: dict[str, J] = {}
+        for msg, job in out:  # push_messages sets each message's id (it may skip refused ones)
+            mid = str(msg.metadata.message_id)
+            if mid in accepted:
+                pending[mid] = job
+            else:
+                self._reject(kind, job, "the SuperLink refused the message")
+        return pending
+
+    def _reject(self, kind: str, job: LocalJob | XdiffJob | PredictJob, why: str) -> None:
+        self.rejected[job.client] = why
+        self.log(f"dropout: client {job.client} (node {self.nodes[job.client]}) in {kind}, epoch {job.epoch}: "
+                 f"{why}; its reply is left out of this round")

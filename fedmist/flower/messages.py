@@ -81,7 +81,8 @@ def unpack_local_result(content: RecordDict, job: LocalJob) -> LocalResult:
     state = _checked_state(content, job.state, job.client)
     probs = _checked_array(content, "probs", "probs", job.predict_rows.shape, job.client)
     m = content.metric_records["metrics"]
-    return LocalResult(job.client, state, float(m["loss"]), int(m["num-examples"]), probs, float(m["seconds"]))
+    loss = _checked_metric(m, "loss", job.client)
+    return LocalResult(job.client, state, loss, int(m["num-examples"]), probs, float(m["seconds"]))
 
 
 # --- phase 2 -----------------------------------------------------------------------------------
@@ -116,7 +117,8 @@ def pack_xdiff_result(res: XdiffResult) -> RecordDict:
 def unpack_xdiff_result(content: RecordDict, job: XdiffJob) -> XdiffResult:
     state = _checked_state(content, job.state, job.client)
     m = content.metric_records["metrics"]
-    return XdiffResult(job.client, state, float(m["xdiff"]), int(m["num-examples"]), float(m["seconds"]))
+    xdiff = _checked_metric(m, "xdiff", job.client)
+    return XdiffResult(job.client, state, xdiff, int(m["num-examples"]), float(m["seconds"]))
 
 
 # --- query.predict ------------------------------------------------------------------------------
@@ -169,6 +171,13 @@ def _checked_state(content: RecordDict, like: State, client: int) -> State:
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise BadReply(f"client {client}: {k} contains NaN/Inf")
     return state
+
+
+def _checked_metric(record: MetricRecord, name: str, client: int) -> float:
+    value = float(record[name])
+    if not np.isfinite(value):
+        raise BadReply(f"client {client}: metric {name} is {value}")
+    return value
 
 
 def _checked_array(content: RecordDict, record: str, name: str, shape: tuple, client: int) -> np.ndarray:

@@ -1,0 +1,144 @@
+"""Command lines of ``flower-superlink`` / ``flower-supernode`` as fedmist runs them, secure by default.
+
+Flower 1.42 serves the Fleet API (SuperNodes), the Control API (``flwr run``) and the Runtime API
+(the ServerApp process) on *one* HTTPS port of the SuperLink (``--port``), so SuperNodes and
+``fedmist deploy run`` use the same ``HOST:PORT``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedmist.deploy.certs import CertPaths
+from fedmist.deploy.connection import flwr_exe
+from fedmist.errors import ConfigError
+
+DEFAULT_PORT = 9092
+SUPERNODE_BASE_PORT = 9094  # each SuperNode's local Runtime API port: base + partition id
+
+# flower-supernode exits with status 1 on every error; a refused key reads "Exit Code: 305 ...
+# [code: 2004] Failed to activate SuperNode" in its output.
+REFUSED_MARK = "Failed to activate SuperNode"
+
+INSECURE_WARNING = ("WARNING: --insecure: traffic is NOT encrypted and SuperNodes are NOT authenticated; "
+                    "anyone who can reach the port can join the federation or read the weights. "
+                    "Use only on a trusted network for debugging.")
+
+
+@dataclass(frozen=True)
+class SuperLinkSpec:
+    certs: CertPaths | None  # None = insecure
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    database: str = ":flwr-in-memory:"
+
+    def command(self) -> list[str]:
+        cmd = [flwr_exe("flower-superlink"), "--host", self.host, "--port", str(self.port),
+               "--disable-runtime-dependency-installation"]  # the app runs in this environment
+        if self.database != ":flwr-in-memory:":
+            cmd += ["--database", self.database]
+        if self.certs is None:
+            return cmd + ["--insecure"]
+        self.certs.check_server()
+        return cmd + ["--ssl-ca-certfile", str(self.certs.ca_cert), "--ssl-certfile", str(self.certs.server_cert),
+                      "--ssl-keyfile", str(self.certs.server_key), "--enable-supernode-auth"]
+
+
+@dataclass(frozen=True)
+class SuperNodeSpec:
+    superlink: str  # host:port
+    partition: int
+    num_partitions: int
+    data_dir: Path | None
+    certs: CertPaths | None  # None = insecure
+    key: Path | None = None  # default certs/supernodes/node-<partition>.key
+    port: int | None = None  # local Runtime API port; default SUPERNODE_BASE_PORT + partition
+
+    def node_config(self) -> str:
+        if not 0 <= self.partition < self.num_partitions:
+            raise ConfigError(f"--partition must be in 0..{self.num_partitions - 1}, got {self.partition}")
+        parts = [f"partition-id={self.partition}", f"num-partitions={self.num_partitions}"]
+        if self.data_dir is not None:
+            if not self.data_dir.is_dir():
+                raise ConfigError(f"data directory {self.data_dir} not found")
+            parts.append(f'data-dir="{self.data_dir.resolve()}"')
+        return " ".join(parts)
+
+    def command(self) -> list[str]:
+        port = self.port if self.port is not None else SUPERNODE_BASE_PORT + self.partition
+        cmd = [flwr_exe("flower-supernode"), "--superlink", self.superlink, "--node-config", self.node_config(),
+               "--port", str(port)]
+        if self.certs is None:
+            return cmd + ["--insecure"]
+        key = self.key or self.certs.node_key(self.partition)
+        for p in (self.certs.ca_cert, key):
+            if not p.is_file():
+                raise ConfigError(f"{p} not found; copy it from the machine that ran `fedmist deploy certs`")
+        return cmd + ["--root-certificates", str(self.certs.ca_cert), "--auth-supernode-private-key", str(key)]
+
+
+def shown(cmd: list[str]) -> str:
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+def wait_for_port(host: str, port: int, timeout: float, alive: callable = lambda: True) -> None:  # type: ignore[valid-type]
+    """Block until something accepts TCP connections on host:port (or raise ConfigError)."""
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise ConfigError("flower-superlink exited during start-up (see its log above)")
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise ConfigError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+def _relay(proc: subprocess.Popen, seen: list[bool]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        if REFUSED_MARK in line:
+            seen.append(True)
+
+
+def run_supernode(spec: SuperNodeSpec, wait_registered: float, echo: Callable[[str], None] = print) -> int:
+    """Run flower-supernode until it exits; start it again while the SuperLink refuses its key
+    within ``wait_registered`` seconds (SuperNodes may start before the SuperLink registered them).
+    Returns its exit code; the child is stopped if this process is interrupted."""
+    cmd = spec.command()
+    deadline = time.monotonic() + wait_registered
+    while True:
+        echo(f"starting: {shown(cmd)}")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seen: list[bool] = []
+        # Pass its output through, watching for a refusal. A thread, because its detached children
+        # may keep the pipe open after it exited.
+        threading.Thread(target=_relay, args=(proc, seen), daemon=True).start()
+        try:
+            code = proc.wait()
+            time.sleep(0.5)  # let the relay print the last lines
+            refused = bool(seen)
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        if not refused:
+            return code
+        if time.monotonic() > deadline:
+            echo(f"the SuperLink refused this SuperNode (exit code {code}): is its public key registered?")
+            return code
+        echo("refused by the SuperLink (key not registered yet?); retrying in 3 s")
+        time.sleep(3)
