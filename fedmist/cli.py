@@ -93,6 +93,45 @@ def attack(
     attack_command(run_dir, attacks, shadows, seed, shadow_engine, rebuild_shadows, bootstrap, list_)
 
 
+@app.command()
+def compare(
+    dataset: str = typer.Option("location", help="dataset every defense trains on"),
+    defenses: str = typer.Option("sgd,mist,dpsgd,mixup_mmd,hamp,selena,advreg,dmp,memguard", help="comma-separated defenses"),
+    attacks: str = typer.Option("loss,mentr,lira,rmia", help="comma-separated attacks (lira = its four variants)"),
+    shadows: int = typer.Option(16, help="shadow models per target"),
+    seeds: str = typer.Option("0", help="comma-separated training seeds (mean ± std over them)"),
+    out: Path = typer.Option(Path("compare/location"), help="output directory: runs/, logs/, compare.csv, compare.md, tradeoff.png"),
+    jobs: int = typer.Option(1, help="cells trained and audited concurrently"),
+    ray_address: Optional[str] = typer.Option(None, help="existing Ray cluster HOST:PORT for every simulation"),
+    shadow_engine: str = typer.Option("inprocess", help="flower, inprocess or stacked (see fedmist attack)"),
+    audit_seed: int = typer.Option(0),
+    bootstrap: int = typer.Option(200),
+    max_acc_drop: Optional[float] = typer.Option(None, help="use the recipes fedmist tune chose for this accuracy drop (points)"),
+    set_: list[str] = typer.Option([], "--set", help="config override for every cell, KEY=VALUE (e.g. epochs=20)"),
+    shadows_for: list[str] = typer.Option([], "--shadows-for", help="DEFENSE=N: another shadow count for one defense (e.g. selena=4)"),
+) -> None:
+    """Train, audit and compare defenses: compare.csv, compare.md and tradeoff.png (paper Figure 1)."""
+    from fedmist.commands.compare import compare_command
+    compare_command(dataset, defenses, attacks, shadows, seeds, out, jobs, ray_address, shadow_engine, audit_seed,
+                    bootstrap, max_acc_drop, set_, shadows_for)
+
+
+@app.command()
+def tune(
+    defense: str = typer.Argument(..., help="defense whose main knob to tune (mist: C then λ)"),
+    dataset: str = typer.Option("location"),
+    max_acc_drop: float = typer.Option(1.0, help="largest allowed validation-accuracy drop vs SGD, in points"),
+    out: Path = typer.Option(Path("compare/location"), help="directory shared with fedmist compare"),
+    iterations: int = typer.Option(5, help="bisection steps on the knob"),
+    validation_fraction: float = typer.Option(0.1, help="share of the training pool held out for validation"),
+    seed: int = typer.Option(0),
+    set_: list[str] = typer.Option([], "--set", help="config override for every trial, KEY=VALUE"),
+) -> None:
+    """Choose a defense's strength at matched utility (paper protocol) on a validation split."""
+    from fedmist.commands.tune import tune_command
+    tune_command(defense, dataset, max_acc_drop, out, iterations, validation_fraction, seed, set_)
+
+
 def main() -> None:
     _attach_subcommands()
     try:

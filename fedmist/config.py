@@ -51,6 +51,7 @@ class RunConfig:
     gpus_per_client: float = 0.0
     round_timeout: float = 600.0
     min_clients: int = 0  # replies a round needs to proceed after round_timeout; 0 = every client
+    validation_fraction: float = 0.0  # > 0: hold this share of the members out and evaluate on it (fedmist tune)
     reference_size: int = -1  # rows held out of the training budget as a reference set; -1 = defense's default
     params: dict[str, Any] = field(default_factory=dict)  # the defense's own knobs (TOML [params], --set params.K=V)
 
@@ -81,6 +82,8 @@ class RunConfig:
             raise ConfigError(f"train_size must be >= 0, got {self.train_size}")
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         DEFENSES[self.defense].parse_params(self.params)
         return self
 

@@ -90,7 +90,7 @@ class Run:
         self.phase_time["aggregate"] += rep.time_aggregate
         row = {"epoch": rep.epoch, "lr": rep.lr, "local_loss": rep.local_loss, "xdiff_loss": rep.xdiff_loss,
                "time_local": rep.time_local, "time_xdiff": rep.time_xdiff, **rep.extra}
-        if rep.epoch % self.cfg.eval_every == 0 or rep.epoch == self.cfg.epochs:
+        if rep.epoch % self.cfg.eval_every == 0 or rep.epoch == self.last_epoch:
             t0 = time.perf_counter()
             row.update(self.evaluate(state))
             self.phase_time["eval"] += time.perf_counter() - t0
@@ -103,6 +103,12 @@ class Run:
             self.checkpoint(rep.epoch)
         if self.on_report is not None:
             self.on_report(self, row)
+
+    @property
+    def last_epoch(self) -> int:
+        """The last epoch's number: ``cfg.epochs``, or more for a defense with phases of its own."""
+        from fedmist.defenses import DEFENSES
+        return DEFENSES[self.cfg.defense].last_epoch(self.cfg)
 
     def evaluate(self, state: State) -> dict[str, float]:
         ws = get_workspace(self.cfg)
@@ -164,7 +170,11 @@ def split_for(cfg: RunConfig) -> Split:
 
     n = len(get_workspace(cfg).dataset)
     train_size = default_train_size(cfg, n)
-    return make_split(n, train_size, cfg.seed, reference=DEFENSES[cfg.defense].reference_size(cfg, train_size))
+    split = make_split(n, train_size, cfg.seed, reference=DEFENSES[cfg.defense].reference_size(cfg, train_size))
+    if cfg.validation_fraction > 0:  # tuning: evaluate on held-out members, never on audit or test rows
+        k = max(1, int(round(cfg.validation_fraction * len(split.members))))
+        split = Split(split.members[:-k], split.nonmembers, split.members[-k:], False, split.reference)
+    return split
 
 
 def _override(split: Split, members: np.ndarray | None, reference: np.ndarray | None) -> Split:
@@ -186,7 +196,8 @@ def open_run(cfg: RunConfig, path: Path | None, *, resume: bool = False, force: 
         return Run(cfg, None, _override(split_for(cfg), members, reference), initial_state(cfg))
     if path.exists() and resume:
         return _resume(cfg, path)
-    if path.exists() and any(path.iterdir()):
+    # A directory holding only a shadow cache (kept while the target is retrained) is not a run.
+    if path.exists() and any(p.name != "shadows" for p in path.iterdir()):
         if not force:
             raise RunDirError(f"run directory {path} already exists; use --resume to continue it or --force to overwrite")
         shutil.rmtree(path)

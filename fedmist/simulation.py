@@ -10,11 +10,17 @@ from collections.abc import Sequence
 from fedmist.runner import Run
 
 
+RAY_ADDRESS_ENV = "FEDMIST_RAY_ADDRESS"  # an existing Ray cluster (HOST:PORT) for every simulation
+
+
 def backend_config(cpus_per_client: float, gpus_per_client: float, ray_address: str | None = None) -> dict:
-    """Client resources decide how many ClientApps run at once: 2 cores / 1 CPU each = 2 actors."""
+    """Client resources decide how many ClientApps run at once: 2 cores / 1 CPU each = 2 actors.
+
+    ``ray_address`` (or $FEDMIST_RAY_ADDRESS) joins an existing cluster instead of starting one."""
     init_args: dict = {"logging_level": logging.ERROR, "log_to_driver": False}
-    if ray_address:
-        init_args["address"] = ray_address
+    # "local": start a private Ray instance, never silently join a cluster another `ray start` left
+    # running on this machine (Ray's default when no address is given).
+    init_args["address"] = ray_address or os.environ.get(RAY_ADDRESS_ENV) or "local"
     return {"client_resources": {"num_cpus": cpus_per_client, "num_gpus": gpus_per_client},
             "init_args": init_args}
 

@@ -74,6 +74,25 @@ def attack_seed(ctx: AttackContext, name: str) -> np.random.Generator:
     return np.random.default_rng([ctx.seed, zlib.crc32(name.encode())])
 
 
+ATTACK_GROUPS = {
+    "lira": ("lira_online", "lira_offline", "lira_online_fixed", "lira_offline_fixed"),
+}
+
+
+def expand_attack_names(names: Iterable[str]) -> list[str]:
+    """Names as given, with group names (``lira``: its four variants) expanded, duplicates dropped.
+
+    >>> expand_attack_names(["loss", "lira", "lira_online"])
+    ['loss', 'lira_online', 'lira_offline', 'lira_online_fixed', 'lira_offline_fixed']
+    """
+    out: list[str] = []
+    for name in names:
+        for n in ATTACK_GROUPS.get(name, (name,)):
+            if n not in out:
+                out.append(n)
+    return out
+
+
 def check_attacks(names: Iterable[str], ctx: AttackContext | None = None) -> list[AttackSpec]:
     """Resolve names to specs; with ``ctx``, also check each attack's inputs are there."""
     specs = []

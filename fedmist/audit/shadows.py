@@ -35,6 +35,10 @@ REBUILD_HINT = "rerun with --rebuild-shadows to discard it and train new shadows
 # another data directory, or to a GPU, keeps its shadows.
 NON_TRAINING_KEYS = frozenset({"name", "data_dir", "device", "eval_every", "cpus_per_client",
                                "gpus_per_client", "round_timeout"})
+# Recipe fields added after shadow caches existed: left out of the key while at their neutral
+# value, so adding a field does not invalidate every cache on disk.
+NEUTRAL_LATER_FIELDS = {"reference_size": -1, "params": {}, "min_clients": 0, "validation_fraction": 0.0,
+                        "predict_in_train_reply": True}
 
 TrainFn = Callable[[int, np.ndarray], Mapping[str, torch.Tensor]]
 
@@ -60,7 +64,8 @@ def cache_key(recipe: Mapping[str, Any], seed: int, n_shadows: int, indices: np.
     """sha256 over the recipe *content* (minus ``NON_TRAINING_KEYS``), the seed, the number of
     shadows, the audited dataset rows and the pool rows: a renamed recipe keeps its shadows, an
     edited one does not."""
-    content = {k: v for k, v in recipe.items() if k not in NON_TRAINING_KEYS}
+    content = {k: v for k, v in recipe.items()
+               if k not in NON_TRAINING_KEYS and not (k in NEUTRAL_LATER_FIELDS and v == NEUTRAL_LATER_FIELDS[k])}
     blob = json.dumps({"recipe": content, "seed": int(seed), "n_shadows": int(n_shadows),
                        "indices": np.asarray(indices, dtype=np.int64).tolist(),
                        "pool": None if pool is None else np.asarray(pool, dtype=np.int64).tolist()},

@@ -19,7 +19,9 @@ def attack_command(run_dir: Path | None, attacks: str, shadows: int, seed: int, 
         return None
     if run_dir is None:
         raise ConfigError("give a run directory (fedmist attack runs/NAME) or --list")
-    names = [a.strip() for a in attacks.split(",") if a.strip()]
+    from fedmist.attacks.registry import expand_attack_names
+
+    names = expand_attack_names(a.strip() for a in attacks.split(",") if a.strip())
     console.print(f"[bold]fedmist attack[/] {run_dir}: {', '.join(names)} with {shadows} shadow models "
                   f"({shadow_engine} engine)")
 

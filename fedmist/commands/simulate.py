@@ -21,9 +21,9 @@ def simulate_command(cfg: RunConfig, out: Path | None, *, resume: bool, force: b
                   f"({'SYNTHETIC data' if run_is_synthetic(run) else 'real data'}), C={cfg.clients}, "
                   f"{len(run.split.members)} members, recipe: {src}, run dir: {out}")
     if run.start_epoch > 1:
-        console.print(f"resuming at epoch {run.start_epoch} of {cfg.epochs}")
+        console.print(f"resuming at epoch {run.start_epoch} of {run.last_epoch}")
     with progress() as bar:
-        task = bar.add_task(f"{cfg.defense} epochs", total=cfg.epochs, completed=run.start_epoch - 1)
+        task = bar.add_task(f"{cfg.defense} epochs", total=run.last_epoch, completed=run.start_epoch - 1)
 
         def report(r: Run, row: dict) -> None:
             bar.update(task, completed=row["epoch"])
@@ -31,7 +31,7 @@ def simulate_command(cfg: RunConfig, out: Path | None, *, resume: bool, force: b
                 bar.console.print(epoch_line(cfg.defense, row))
 
         run.on_report = report
-        if run.start_epoch <= cfg.epochs:
+        if run.start_epoch <= run.last_epoch:
             simulate_runs([run], cfg.clients)
         else:
             run.finish()

@@ -3,6 +3,7 @@
 from fedmist.config import RunConfig
 from fedmist.defenses.registry import DefenseSpec, register_defense
 from fedmist.errors import ConfigError
+from fedmist.tune import Knob
 
 
 def _check_lambda(cfg: RunConfig) -> None:
@@ -16,6 +17,8 @@ MIST = register_defense(DefenseSpec(
     xdiff=True,
     min_clients=2,
     check_extra=_check_lambda,
+    tune_knob=Knob("lam", 0.25, 64.0),
+    tune_clients=(2, 3, 4),
 ))
 
 SUBSPACE = register_defense(DefenseSpec(

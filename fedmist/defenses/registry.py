@@ -13,6 +13,7 @@ A defense plugs into the shared engine at a few named points, all optional:
 - ``train_loop``: a whole training procedure of its own over the federation (SELENA, DMP).
 - ``after_training``: post-hoc work on the finished run (MemGuard's defender, DP-SGD's ε).
 - ``query_model``: the model users and attackers query (MemGuard's output perturbation).
+- ``tune_knob`` / ``tune_clients``: what ``fedmist tune`` searches to match SGD's accuracy.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class DefenseSpec:
     after_training: Callable[["Run"], dict] | None = field(default=None, compare=False)
     query_model: Callable[["nn.Module", "State", "RunConfig"], "nn.Module"] | None = field(default=None, compare=False)
     clients_from_params: Callable[[Any], int] | None = field(default=None, compare=False)
+    tune_knob: Any = None  # fedmist.tune.Knob: the strength `fedmist tune` searches (None: not tunable)
+    tune_clients: tuple[int, ...] = ()  # federation sizes `fedmist tune` tries first (MIST: C)
+    # How many epoch reports a ``train_loop`` makes when that differs from ``cfg.epochs`` (SELENA:
+    # sub-model epochs then distillation epochs); evaluation, resume and progress count to this.
+    total_epochs: Callable[["RunConfig"], int] | None = field(default=None, compare=False)
 
     def prepare(self, cfg: "RunConfig") -> None:
         """Apply what the defense fixes (e.g. SGD's single client) before validation."""
@@ -94,6 +100,10 @@ class DefenseSpec:
         if check is not None:
             check()
         return p
+
+    def last_epoch(self, cfg: "RunConfig") -> int:
+        """Number of the run's last epoch report (``cfg.epochs`` unless the defense says otherwise)."""
+        return self.total_epochs(cfg) if self.total_epochs is not None else cfg.epochs
 
     def reference_size(self, cfg: "RunConfig", train_size: int) -> int:
         if cfg.reference_size >= 0:

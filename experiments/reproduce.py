@@ -1,0 +1,100 @@
+"""Reproduce a MIST paper experiment from the recipes: train, audit, and write our numbers next to
+the paper's in ``experiments/results/<dataset>-<experiment>.md`` (+ a trade-off plot).
+
+Experiments (all resumable: every cell is a run directory under ``--out``, reused when finished):
+
+- ``defenses``: every defense with its recipe (paper Figure 1 / §5), headline rows over ``--seeds``.
+- ``xdiff-loss``: MIST with the L1 (paper), L2 and KL cross-difference losses (paper Table 6).
+- ``lambda``: MIST's λ sweep, ``clients``: C, ``repartition``: every epoch (paper) vs fixed (authors' code).
+
+    python experiments/reproduce.py defenses --dataset location --shadows 16 --seeds 0,1,2
+    python experiments/reproduce.py xdiff-loss --dataset location --shadows 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFENSES = ["sgd", "mist", "dpsgd", "mixup_mmd", "hamp", "selena", "advreg", "dmp", "memguard"]
+
+# The paper's headline numbers (§5, "Effect of MIST+Mixup"): highest PLR @ 0.1 % FPR over all attacks.
+PAPER_HIGHEST_PLR = {"location": {"sgd": 2.89, "mist": 1.15}, "purchase": {"sgd": 6.51, "mist": 4.10},
+                     "texas": {"sgd": 1.55, "mist": 1.08}}
+
+# (label, defense, overrides) per experiment; the MIST recipe supplies everything not overridden.
+VARIANTS = {
+    "xdiff-loss": [("sgd", "sgd", {})] + [(f"mist-{k}", "mist", {"xdiff_loss": k}) for k in ("l1", "l2", "kl")],
+    "lambda": [("sgd", "sgd", {})] + [(f"mist-lam{v:g}", "mist", {"lam": str(v)}) for v in (1, 2, 4, 8, 14, 28)],
+    "clients": [("sgd", "sgd", {})] + [(f"mist-c{c}", "mist", {"clients": str(c)}) for c in (2, 3, 4, 6)],
+    "repartition": [("sgd", "sgd", {})] + [(f"mist-{r}", "mist", {"repartition": r}) for r in ("epoch", "fixed")],
+}
+
+WHY = ("Where we differ from the paper: (1) the audit set is Location's 1,010 non-members and as many "
+       "members, so FPR 0.1 % is one false positive and PLR@0.1 % is TPR×1000 — a single confidently "
+       "recognised member moves it by 1; the paper does not say how it resolves 0.1 % on Location; "
+       "(2) our SGD baseline trains to 100 % training accuracy (momentum 0.9, 100 epochs), an extreme "
+       "memoriser, and LiRA with per-example variances on 16 shadows is stronger than the attacks the "
+       "paper's 2.89 reflects; (3) the paper tunes λ so the test accuracy drops < 1 point, while the "
+       "Table 7 recipe (λ = 14) costs ~16 points here (see the λ sweep).")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("experiment", choices=["defenses", *VARIANTS])
+    ap.add_argument("--dataset", default="location")
+    ap.add_argument("--shadows", type=int, default=16)
+    ap.add_argument("--shadows-for", action="append", default=[], help="DEFENSE=N, e.g. selena=4")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--attacks", default="loss,confidence,entropy,mentr,lira,rmia,class_nn")
+    ap.add_argument("--out", type=Path, default=None, help="cells' directory (default runs/reproduce-<dataset>)")
+    ap.add_argument("--shadow-engine", default="inprocess")
+    args = ap.parse_args()
+
+    from fedmist.attacks.registry import expand_attack_names
+    from fedmist.compare import CompareSettings, aggregate, cell_row, make_cell, markdown_table, run_cells, plot_tradeoff
+    from fedmist.recipes import default_recipe
+
+    out = args.out or ROOT / "runs" / f"reproduce-{args.dataset.replace(':', '-')}"
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.experiment == "defenses":
+        plan = [(d, d, {}) for d in DEFENSES]
+    else:
+        plan = VARIANTS[args.experiment]
+    cells = [make_cell(args.dataset, defense, seed, out, default_recipe(args.dataset, defense), overrides,
+                       label if label != defense else "")
+             for label, defense, overrides in plan for seed in seeds]
+    per_defense = {k: int(v) for k, v in (item.split("=", 1) for item in args.shadows_for)}
+    settings = CompareSettings(expand_attack_names(args.attacks.split(",")), args.shadows, shadows_for=per_defense,
+                               shadow_engine=args.shadow_engine)
+    results = run_cells(cells, settings, out / "logs",
+                        on_done=lambda c, r: print(f"  {c.name}: {'failed: ' + str(r) if isinstance(r, Exception) else 'done'}",
+                                                   flush=True))
+    rows = [cell_row(c) for c in cells if not isinstance(results[c.name], Exception)]
+    table = aggregate(rows)
+    paper = PAPER_HIGHEST_PLR.get(args.dataset.split(":")[0], {})
+    lines = [f"# {args.dataset}: {args.experiment} (reproduction of MIST, USENIX Security 2024)", "",
+             f"`python experiments/reproduce.py {args.experiment} --dataset {args.dataset} --shadows {args.shadows} "
+             f"--seeds {args.seeds}`; attacks: {', '.join(settings.attacks)}; CPU ({platform.machine()}), "
+             f"{len(seeds)} seed(s); run directories under `{out}`.", "", markdown_table(table), ""]
+    if paper:
+        lines += ["| row | highest PLR@0.1 % (ours) | paper | ours − paper |", "|---|---|---|---|"]
+        for t in table:
+            key = "mist" if t["defense"].startswith("mist") else t["defense"]
+            if key in paper:
+                lines.append(f"| {t['defense']} | {t['plr_0.1']:.2f} | {paper[key]:.2f} | {t['plr_0.1'] - paper[key]:+.2f} |")
+        lines += ["", WHY]
+    failed = [c.name for c in cells if isinstance(results[c.name], Exception)]
+    if failed:
+        lines += ["", f"Not finished / failed: {', '.join(failed)} (logs under `{out / 'logs'}`)."]
+    dest = ROOT / "experiments" / "results" / f"{args.dataset.replace(':', '-')}-{args.experiment}.md"
+    dest.write_text("\n".join(lines) + "\n")
+    plot_tradeoff(table, dest.with_suffix(".png"))
+    print("\n".join(lines))
+    print(f"wrote {dest} and {dest.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

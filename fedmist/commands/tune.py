@@ -1,0 +1,93 @@
+"""``fedmist tune``: trials as ``fedmist simulate`` runs on a validation split, then a recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fedmist.console import console
+from fedmist.errors import ConfigError
+
+
+def tune_command(defense: str, dataset: str, max_acc_drop: float, out: Path, iterations: int,
+                 validation_fraction: float, seed: int, set_: list[str]) -> dict:
+    from fedmist.compare import _fedmist
+    from fedmist.config import RunConfig
+    from fedmist.defenses import DEFENSES
+    from fedmist.recipes import default_recipe
+    from fedmist.runner import prepare_config
+    from fedmist.tune import bisect_strongest, plot_trials, tuned_recipe_dir, write_recipe
+
+    if defense not in DEFENSES:
+        raise ConfigError(f"unknown defense {defense!r}; known: {', '.join(sorted(DEFENSES))}")
+    spec = DEFENSES[defense]
+    if spec.tune_knob is None:
+        raise ConfigError(f"defense {defense!r} has no strength knob to tune")
+    if not 0 < validation_fraction < 0.5:
+        raise ConfigError(f"--validation-fraction must be in (0, 0.5), got {validation_fraction}")
+    overrides = dict(item.split("=", 1) for item in set_ if "=" in item)
+    if len(overrides) != len(set_):
+        raise ConfigError("--set expects KEY=VALUE")
+    knob = spec.tune_knob
+    base_dir = out / "tune" / f"{dataset.replace(':', '-')}-{defense}"
+    base_dir.mkdir(parents=True, exist_ok=True)
+    log = base_dir / "trials.log"
+    trials: list[dict] = []
+
+    def trial(defense_name: str, values: dict[str, str], name: str) -> float:
+        recipe = default_recipe(dataset, defense_name)
+        run_dir = base_dir / name
+        common = {"validation_fraction": str(validation_fraction), **overrides, **values}
+        cfg = RunConfig.from_toml(recipe) if recipe else RunConfig()
+        prepare_config(RunConfig.from_dict({"dataset": dataset, "defense": defense_name, "seed": seed, **common},
+                                           base=cfg))  # refuse a bad trial before training anything
+        if not (run_dir / "model.pt").is_file():
+            args = ["simulate", "--dataset", dataset, "--defense", defense_name, "--seed", str(seed), "--out", str(run_dir)]
+            if recipe:
+                args += ["--recipe", str(recipe)]
+            for k, v in common.items():
+                args += ["--set", f"{k}={v}"]
+            if (run_dir / "config.json").is_file():
+                args.append("--resume")
+            _fedmist(args, log, None)
+        acc = json.loads((run_dir / "metrics.json").read_text())["summary"]["test_acc"]  # = validation rows
+        console.print(f"  {defense_name} {values or ''}: validation accuracy {100 * acc:.2f} %")
+        return acc
+
+    console.print(f"[bold]fedmist tune[/] {defense} on {dataset}: largest {knob.key} with validation accuracy "
+                  f"within {max_acc_drop:g} points of SGD's ({validation_fraction:.0%} of the training pool held "
+                  f"out); trials in {base_dir}")
+    baseline = trial("sgd", {}, "sgd")
+    chosen: dict[str, str] = {}
+    if spec.tune_clients:
+        accs = {c: trial(defense, {"clients": str(c), knob.key: str(knob.lo)}, f"c{c}-{knob.key}={knob.lo:g}")
+                for c in spec.tune_clients}
+        trials += [{"knob": "clients", "value": c, "val_acc": a} for c, a in accs.items()]
+        best_c = max(accs, key=lambda c: (accs[c], -c))
+        chosen["clients"] = str(best_c)
+        console.print(f"  C = {best_c} (highest validation accuracy at {knob.key} = {knob.lo:g})")
+
+    def ok(value: float) -> bool:
+        v = f"{value:.6g}"
+        acc = trial(defense, {**chosen, knob.key: v}, f"{'c' + chosen['clients'] + '-' if chosen else ''}{knob.key}={v}")
+        trials.append({"knob": knob.key, "value": float(v), "val_acc": acc})
+        return 100 * (baseline - acc) <= max_acc_drop
+
+    value, found = bisect_strongest(knob, ok, iterations)
+    chosen[knob.key] = f"{value:.6g}"
+    recipe = default_recipe(dataset, defense)
+    cfg = RunConfig.from_dict({"dataset": dataset, "defense": defense, **overrides, **chosen},
+                              base=RunConfig.from_toml(recipe) if recipe else RunConfig())
+    path = tuned_recipe_dir(out, max_acc_drop) / f"{dataset.replace(':', '-')}-{defense}.toml"
+    note = "" if found else f"\nWARNING: even {knob.key} = {knob.lo:g} loses more than {max_acc_drop:g} points."
+    write_recipe(cfg, path, f"fedmist tune {defense} --dataset {dataset} --max-acc-drop {max_acc_drop:g}: "
+                 f"{', '.join(f'{k} = {v}' for k, v in chosen.items())}; SGD validation accuracy "
+                 f"{100 * baseline:.2f} %, {validation_fraction:.0%} of the training pool held out, seed {seed}.{note}")
+    result = {"defense": defense, "dataset": dataset, "max_acc_drop": max_acc_drop, "sgd_val_acc": baseline,
+              "chosen": chosen, "within_budget": found, "trials": trials, "recipe": str(path)}
+    (base_dir / "tune.json").write_text(json.dumps(result, indent=2))
+    plot_trials(trials, baseline, max_acc_drop, knob.key, base_dir / "tune.png")
+    msg = "" if found else f" [red](no value within {max_acc_drop:g} points; weakest tried)[/]"
+    console.print(f"chose {', '.join(f'{k} = {v}' for k, v in chosen.items())}{msg}; recipe {path}; "
+                  f"plot {base_dir / 'tune.png'}")
+    return result
