@@ -30,6 +30,7 @@ from fedmist.tune import Knob
 # Layer types do not depend on the data's size, and validation must not load the data: the
 # network is checked as built for this input (every registered model accepts it; the MLPs flatten).
 PROBE_SHAPE = (3, 32, 32)
+CLIPPING_MODES = ("ghost", "per_sample")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,11 @@ class DPSGDParams:
     max_grad_norm: float = 1.0
     delta: float = 1e-5
     target_epsilon: float = 0.0
+    # "ghost": Opacus's ghost clipping (per-example gradient *norms* from activations and output
+    # gradients, then a second backward of the reweighted loss; the same clipped sum without
+    # materialising B per-example gradients: ~10x faster on Location's MLP here). "per_sample":
+    # Opacus's classic GradSampleModule (B copies of every weight gradient).
+    clipping: str = "ghost"
 
     def check(self) -> None:
         if not (self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)):
@@ -56,6 +62,8 @@ class DPSGDParams:
             raise ConfigError(f"dpsgd: max_grad_norm must be positive, got {self.max_grad_norm}")
         if not 0 < self.delta < 1:
             raise ConfigError(f"dpsgd: delta must be in (0, 1), got {self.delta}")
+        if self.clipping not in CLIPPING_MODES:
+            raise ConfigError(f"dpsgd: clipping must be one of {', '.join(CLIPPING_MODES)}, got {self.clipping!r}")
         if not (self.target_epsilon >= 0 and math.isfinite(self.target_epsilon)):
             raise ConfigError(f"dpsgd: target_epsilon must be >= 0 (0 = use noise_multiplier), got {self.target_epsilon}")
 
@@ -106,44 +114,81 @@ def _noise_generator(rng: np.random.Generator, device: str) -> torch.Generator:
 @register_step("dpsgd")
 def dpsgd_step(ctx: StepContext) -> float:
     """One epoch of DP-SGD on ``ctx.rows``; trains ``ctx.model`` in place and leaves it unwrapped."""
-    from opacus import GradSampleModule
-    from opacus.optimizers import DPOptimizer
-
     p: DPSGDParams = ctx.params
     q, steps = poisson_schedule(len(ctx.rows), ctx.batch_size)
     ctx.model.train()
-    gsm = GradSampleModule(ctx.model)  # hooks on ctx.model's own layers, so the plain module trains
-    try:
-        opt = DPOptimizer(make_optimizer(ctx.model, ctx.lr, ctx.momentum, ctx.weight_decay),
-                          noise_multiplier=noise_multiplier_for(p, q, steps * ctx.epochs),
+    optimizer_args = dict(noise_multiplier=noise_multiplier_for(p, q, steps * ctx.epochs),
                           max_grad_norm=p.max_grad_norm, expected_batch_size=max(1, round(q * len(ctx.rows))),
                           generator=_noise_generator(ctx.rng, ctx.device))
-        with warnings.catch_warnings():
-            # Opacus's hook on the first layer sees an input that needs no gradient: expected.
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            loss = _poisson_epoch(gsm, opt, ctx, q, steps)
-    finally:
-        gsm.to_standard_module()  # removes the hooks and the grad_sample attributes again
+    base = make_optimizer(ctx.model, ctx.lr, ctx.momentum, ctx.weight_decay)
+    with warnings.catch_warnings():
+        # Opacus's hook on the first layer sees an input that needs no gradient: expected.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        if p.clipping == "ghost":
+            loss = _ghost_epoch(ctx, base, optimizer_args, p.max_grad_norm, q, steps)
+        else:
+            loss = _per_sample_epoch(ctx, base, optimizer_args, q, steps)
     if not np.isfinite(loss):
         raise FloatingPointError("DP-SGD training loss became NaN/Inf (lr too high?)")
     return loss
 
 
-def _poisson_epoch(gsm: nn.Module, opt: torch.optim.Optimizer, ctx: StepContext, q: float, steps: int) -> float:
-    """``steps`` DP steps, each on the rows a Bernoulli(q) draw picks; returns the mean loss."""
+def _poisson_batches(ctx: StepContext, q: float, steps: int):
+    """``steps`` batches, each of the rows a Bernoulli(q) draw picks (the sampling RDP assumes)."""
     n = len(ctx.rows)
-    total, seen = 0.0, 0
     for _ in range(steps):
         rows = ctx.rows[ctx.rng.random(n) < q]
-        xb, yb = gather(ctx.x, rows, ctx.device), ctx.y[torch.from_numpy(rows)].to(ctx.device)
-        opt.zero_grad(set_to_none=True)
-        # Mean over the batch (Opacus rescales it to per-example gradients); an empty batch is a
-        # noise-only step with loss 0 rather than NaN.
-        loss = F.cross_entropy(gsm(xb), yb, reduction="sum") / max(len(rows), 1)
-        loss.backward()
-        opt.step()
-        total += float(loss.detach()) * len(rows)
-        seen += len(rows)
+        yield rows, gather(ctx.x, rows, ctx.device), ctx.y[torch.from_numpy(rows)].to(ctx.device)
+
+
+def _per_sample_epoch(ctx: StepContext, base: torch.optim.Optimizer, optimizer_args: dict, q: float,
+                      steps: int) -> float:
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    gsm = GradSampleModule(ctx.model)  # hooks on ctx.model's own layers, so the plain module trains
+    try:
+        opt = DPOptimizer(base, **optimizer_args)
+        total, seen = 0.0, 0
+        for rows, xb, yb in _poisson_batches(ctx, q, steps):
+            opt.zero_grad(set_to_none=True)
+            # Mean over the batch (Opacus rescales it to per-example gradients); an empty batch is a
+            # noise-only step with loss 0 rather than NaN.
+            loss = F.cross_entropy(gsm(xb), yb, reduction="sum") / max(len(rows), 1)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(rows)
+            seen += len(rows)
+    finally:
+        gsm.to_standard_module()  # removes the hooks and the grad_sample attributes again
+    return total / max(seen, 1)
+
+
+def _ghost_epoch(ctx: StepContext, base: torch.optim.Optimizer, optimizer_args: dict, max_grad_norm: float,
+                 q: float, steps: int) -> float:
+    from opacus.grad_sample import GradSampleModuleFastGradientClipping
+    from opacus.optimizers import DPOptimizerFastGradientClipping
+    from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+
+    gsm = GradSampleModuleFastGradientClipping(ctx.model, max_grad_norm=max_grad_norm, use_ghost_clipping=True,
+                                               loss_reduction="mean")
+    try:
+        opt = DPOptimizerFastGradientClipping(base, loss_reduction="mean", **optimizer_args)
+        criterion = DPLossFastGradientClipping(gsm, opt, nn.CrossEntropyLoss(reduction="mean"), loss_reduction="mean")
+        total, seen = 0.0, 0
+        for rows, xb, yb in _poisson_batches(ctx, q, steps):
+            opt.zero_grad(set_to_none=True)
+            if len(rows) == 0:  # a noise-only step: the clipped sum of no examples is zero
+                for param in opt.params:
+                    param.grad = torch.zeros_like(param)
+            else:
+                loss = criterion(gsm(xb), yb)
+                loss.backward()  # two backward passes: per-example norms, then the clipped sum
+                total += float(loss.detach()) * len(rows)
+                seen += len(rows)
+            opt.step()
+    finally:
+        gsm.to_standard_module()  # removes the hooks and the per-example norm attributes
     return total / max(seen, 1)
 
 

@@ -46,7 +46,8 @@ def _clipped_mean_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Ten
     return [t / len(x) for t in total], norms
 
 
-def test_noise_free_update_is_lr_times_the_mean_of_clipped_per_example_gradients() -> None:
+@pytest.mark.parametrize("clipping", ["ghost", "per_sample"])
+def test_noise_free_update_is_lr_times_the_mean_of_clipped_per_example_gradients(clipping: str) -> None:
     torch.manual_seed(0)
     model = build_model("mlp-small", (5,), 3)
     x, y = torch.randn(6, 5), torch.tensor([0, 1, 2, 0, 1, 2])
@@ -55,7 +56,7 @@ def test_noise_free_update_is_lr_times_the_mean_of_clipped_per_example_gradients
     expected_grad, norms = _clipped_mean_gradient(model, x, y, clip)
     assert min(norms) < clip < max(norms)  # some examples are clipped, some not
     # Batch size = n: sample rate 1, so the one Poisson batch holds every example.
-    dpsgd_step(_context(model, x, y, DPSGDParams(noise_multiplier=0.0, max_grad_norm=clip), lr=lr))
+    dpsgd_step(_context(model, x, y, DPSGDParams(noise_multiplier=0.0, max_grad_norm=clip, clipping=clipping), lr=lr))
     for b, g, p in zip(before, expected_grad, model.parameters()):
         torch.testing.assert_close(p.detach(), b - lr * g, rtol=0, atol=2e-6)
     # The module is left clean for the next job: no Opacus hooks or attributes.
@@ -77,6 +78,28 @@ def test_noisy_steps_are_seeded_and_noise_changes_the_update() -> None:
     a, b, quiet = trained(1.0, 3), trained(1.0, 3), trained(0.0, 3)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     assert not all(torch.allclose(u, v) for u, v in zip(a, quiet))
+
+
+def test_ghost_clipping_takes_the_same_noisy_steps_as_per_sample_gradients() -> None:
+    """Ghost clipping only computes the clipped sum differently: same batches, same noise draws,
+    same weights after an epoch of several Poisson steps with momentum."""
+    x, y = torch.randn(60, 5, generator=torch.Generator().manual_seed(2)), torch.arange(60) % 3
+
+    def trained(clipping: str) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_model("mlp-small", (5,), 3)
+        ctx = _context(model, x, y, DPSGDParams(noise_multiplier=0.7, max_grad_norm=0.5, clipping=clipping),
+                       lr=0.3, batch_size=12, seed=5)
+        ctx.momentum = 0.9
+        dpsgd_step(ctx)
+        return [p.detach().clone() for p in model.parameters()]
+
+    torch.manual_seed(0)
+    initial = [p.detach().clone() for p in build_model("mlp-small", (5,), 3).parameters()]
+    ghost, per_sample = trained("ghost"), trained("per_sample")
+    assert all((g - w).abs().max() > 1e-3 for g, w in zip(ghost, initial))  # it trained
+    for g, q in zip(ghost, per_sample):
+        torch.testing.assert_close(g, q, rtol=0, atol=1e-5)
 
 
 def test_poisson_schedule() -> None:
