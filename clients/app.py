@@ -10,7 +10,7 @@ Fault injection for tests: see ``fedmist.flower.faults`` (``FEDMIST_FAULT``).
 from __future__ import annotations
 
 import torch
-from flwr.app import Context, Message
+from flwr.app import Context, Message, MetricRecord
 from flwr.clientapp import ClientApp
 
 from fedmist.config import RunConfig
@@ -25,6 +25,13 @@ def _threads(cfg_cpus: float) -> None:
     # One torch thread per CPU granted to this client: more threads than cores under Ray's
     # concurrent actors slowed a small model ~35x on this 2-core machine (DESIGN.md).
     torch.set_num_threads(max(1, int(cfg_cpus)))
+
+
+def _reply(content, msg: Message, context: Context) -> Message:
+    """The reply, tagged with this SuperNode's ``partition-id`` so the server's logs (dropouts)
+    can name the machine an operator started, not only the client slot it served."""
+    content["node"] = MetricRecord({"partition-id": int(context.node_config.get("partition-id", -1))})
+    return Message(content, reply_to=msg)
 
 
 def _local_cfg(cfg: RunConfig, context: Context) -> RunConfig:
@@ -44,7 +51,7 @@ def train(msg: Message, context: Context) -> Message:
     faults.before(job.client, job.epoch, cfg.seed)
     result = run_local(get_workspace(cfg), cfg, job)
     result.state = faults.corrupt(job.client, job.epoch, cfg.seed, result.state)
-    return Message(messages.pack_local_result(result), reply_to=msg)
+    return _reply(messages.pack_local_result(result), msg, context)
 
 
 @app.train("xdiff")
@@ -55,7 +62,7 @@ def xdiff(msg: Message, context: Context) -> Message:
     faults.before(job.client, job.epoch, cfg.seed)
     result = run_xdiff(get_workspace(cfg), cfg, job)
     result.state = faults.corrupt(job.client, job.epoch, cfg.seed, result.state)
-    return Message(messages.pack_xdiff_result(result), reply_to=msg)
+    return _reply(messages.pack_xdiff_result(result), msg, context)
 
 
 @app.query("predict")
@@ -64,4 +71,4 @@ def predict(msg: Message, context: Context) -> Message:
     cfg, job = messages.unpack_predict(msg.content)
     cfg = _local_cfg(cfg, context)
     faults.before(job.client, job.epoch, cfg.seed)
-    return Message(messages.pack_predict_result(run_predict(get_workspace(cfg), cfg, job)), reply_to=msg)
+    return _reply(messages.pack_predict_result(run_predict(get_workspace(cfg), cfg, job)), msg, context)

@@ -53,6 +53,7 @@ class FlowerFederation:
         self.log = log
         self.round = 0
         self.rejected: dict[int, str] = {}  # client -> why, for the last round (read by the epoch loop)
+        self.partition_of: dict[int, int] = {}  # node -> its SuperNode's partition-id (from its replies)
 
     def local(self, cfg: RunConfig, jobs: list[LocalJob]) -> list[LocalResult]:
         return self._round(cfg, messages.TRAIN, jobs, messages.pack_local, messages.unpack_local_result)
@@ -78,6 +79,7 @@ class FlowerFederation:
                 if reply.has_error():
                     self._reject(kind, job, f"client error: {reply.error.reason}")
                     continue
+                self._remember_partition(reply)
                 try:
                     results[job.client] = unpack(reply.content, job)
                 except (messages.BadReply, KeyError, ValueError, TypeError) as err:
@@ -115,7 +117,14 @@ class FlowerFederation:
                 self._reject(kind, job, "the SuperLink refused the message")
         return pending
 
+    def _remember_partition(self, reply: Message) -> None:
+        record = reply.content.metric_records.get("node")
+        if record is not None and int(record.get("partition-id", -1)) >= 0:
+            self.partition_of[reply.metadata.src_node_id] = int(record["partition-id"])
+
     def _reject(self, kind: str, job: LocalJob | XdiffJob | PredictJob, why: str) -> None:
         self.rejected[job.client] = why
-        self.log(f"dropout: client {job.client} (node {self.nodes[job.client]}) in {kind}, epoch {job.epoch}: "
+        node = self.nodes[job.client]
+        where = f"node {node}" + (f", SuperNode partition-id {self.partition_of[node]}" if node in self.partition_of else "")
+        self.log(f"dropout: client {job.client} ({where}) in {kind}, epoch {job.epoch}: "
                  f"{why}; its reply is left out of this round")

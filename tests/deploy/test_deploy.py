@@ -79,6 +79,9 @@ def test_a_client_returning_nan_is_rejected_and_the_run_finishes(cluster: Cluste
     proc = deploy_run(cluster, out, sets, "--min-clients", "3")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "dropout: client 1" in proc.stdout and "NaN" in proc.stdout, proc.stdout[-4000:]
+    # The log names the machine too: the partition-id its SuperNode was started with.
+    line = next(ln for ln in proc.stdout.splitlines() if "dropout: client 1" in ln)
+    assert "SuperNode partition-id" in line and any(f"partition-id {i})" in line for i in range(4)), line
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert history[0]["dropped"] == [1] and "NaN" in history[0]["dropout_reasons"]["1"]
     state = torch.load(out / "model.pt")
