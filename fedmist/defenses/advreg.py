@@ -33,8 +33,8 @@ from torch import nn
 from fedmist.config import RunConfig
 from fedmist.defenses.registry import DefenseSpec, register_defense
 from fedmist.errors import ConfigError
-from fedmist.training.batches import gather, shuffled_batches
-from fedmist.training.local import make_optimizer
+from fedmist.training.batches import gather
+from fedmist.training.local import make_optimizer, sgd_pass
 from fedmist.training.steps import StepContext, register_step
 from fedmist.tune import Knob
 
@@ -142,28 +142,22 @@ def advreg_step(ctx: StepContext) -> float:
         raise ValueError("the advreg step needs a reference (non-member) set; set reference_size > 0")
     model = ctx.model
     h = attack_from_aux(ctx.aux, ctx.num_classes, ctx.device)
-    opt_f = make_optimizer(model, ctx.lr, ctx.momentum, ctx.weight_decay)
     opt_h = make_optimizer(h, p.attack_lr, ctx.momentum)
-    model.train()
-    total, seen = 0.0, 0
-    for pos in shuffled_batches(len(ctx.rows), ctx.batch_size, ctx.rng):
-        _attack_steps(ctx, h, opt_h, len(pos))
-        rows = ctx.rows[pos]
-        xb, yb = gather(ctx.x, rows, ctx.device), ctx.y[torch.from_numpy(rows)].to(ctx.device)
+
+    def loss(pos: np.ndarray, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        _attack_steps(ctx, h, opt_h, len(pos))  # k steps of the inference model, then one of the classifier
         logits = model(xb)
         h.requires_grad_(False)
-        loss = F.cross_entropy(logits, yb) + p.alpha * member_log_h(
+        out = F.cross_entropy(logits, yb) + p.alpha * member_log_h(
             h, torch.softmax(logits, dim=1), F.one_hot(yb, ctx.num_classes).float())
         h.requires_grad_(True)
-        opt_f.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_f.step()
-        total += float(loss.detach()) * len(rows)
-        seen += len(rows)
-    if not np.isfinite(total):
-        raise FloatingPointError("adversarial-regularisation loss became NaN/Inf (lr too high?)")
+        return out
+
+    mean_loss = sgd_pass(model, ctx.x, ctx.y, ctx.rows, loss, lr=ctx.lr, batch_size=ctx.batch_size, rng=ctx.rng,
+                         momentum=ctx.momentum, weight_decay=ctx.weight_decay, device=ctx.device,
+                         what="adversarial-regularisation")
     ctx.aux.update({PREFIX + k: v.detach().clone() for k, v in h.state_dict().items()})
-    return total / max(seen, 1)
+    return mean_loss
 
 
 def _check(cfg: RunConfig) -> None:

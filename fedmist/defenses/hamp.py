@@ -16,15 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
 from fedmist.config import RunConfig
 from fedmist.defenses.registry import DefenseSpec, register_defense
 from fedmist.errors import ConfigError
-from fedmist.training.batches import gather, shuffled_batches
-from fedmist.training.local import make_optimizer
+from fedmist.training.local import sgd_pass
 from fedmist.training.steps import StepContext, register_step
 from fedmist.tune import Knob
 
@@ -84,21 +82,9 @@ def hamp_step(ctx: StepContext) -> float:
         raise ConfigError(f"hamp: gamma must exceed 1/K = {1 / ctx.num_classes:.4f} so the true class "
                           f"stays the most likely, got {p.gamma}")
     model = ctx.model
-    model.train()
-    opt = make_optimizer(model, ctx.lr, ctx.momentum, ctx.weight_decay)
-    total, seen = 0.0, 0
-    for pos in shuffled_batches(len(ctx.rows), ctx.batch_size, ctx.rng):
-        rows = ctx.rows[pos]
-        xb, yb = gather(ctx.x, rows, ctx.device), ctx.y[torch.from_numpy(rows)].to(ctx.device)
-        loss = hamp_loss(model(xb), yb, p.gamma, p.entropy_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += float(loss.detach()) * len(rows)
-        seen += len(rows)
-    if not np.isfinite(total):
-        raise FloatingPointError("HAMP loss became NaN/Inf (lr too high?)")
-    return total / max(seen, 1)
+    loss = lambda pos, xb, yb: hamp_loss(model(xb), yb, p.gamma, p.entropy_weight)  # noqa: E731
+    return sgd_pass(model, ctx.x, ctx.y, ctx.rows, loss, lr=ctx.lr, batch_size=ctx.batch_size, rng=ctx.rng, momentum=ctx.momentum,
+                    weight_decay=ctx.weight_decay, device=ctx.device, what="HAMP")
 
 
 def reorder_like(real: torch.Tensor, random: torch.Tensor) -> torch.Tensor:

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from fedmist.config import RunConfig
 from fedmist.defenses.registry import DefenseSpec, register_defense
 from fedmist.errors import ConfigError
-from fedmist.training.batches import gather, shuffled_batches
-from fedmist.training.local import make_optimizer, mixup_loss
+from fedmist.training.batches import gather
+from fedmist.training.local import mixup_loss, sgd_pass
 from fedmist.training.steps import StepContext, register_step
 from fedmist.tune import Knob
 
@@ -117,23 +117,13 @@ def mmd_step(ctx: StepContext) -> float:
         raise ValueError("the mmd step needs a validation (reference) set; set reference_size > 0")
     valid = ValidationByClass(ctx.reference, ctx.y[torch.from_numpy(ctx.reference)].cpu().numpy(), ctx.num_classes)
     model = ctx.model
-    model.train()
-    opt = make_optimizer(model, ctx.lr, ctx.momentum, ctx.weight_decay)
-    total, seen = 0.0, 0
-    for pos in shuffled_batches(len(ctx.rows), ctx.batch_size, ctx.rng):
-        rows = ctx.rows[pos]
-        xb, yb = gather(ctx.x, rows, ctx.device), ctx.y[torch.from_numpy(rows)].to(ctx.device)
-        loss = mixup_loss(model, xb, yb, p.mixup_alpha, ctx.rng) if p.mixup_alpha > 0 else F.cross_entropy(model(xb), yb)
-        if p.mmd_weight > 0:
-            loss = loss + p.mmd_weight * _batch_mmd(ctx, valid, xb, yb, p.sigma)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += float(loss.detach()) * len(rows)
-        seen += len(rows)
-    if not np.isfinite(total):
-        raise FloatingPointError("mixup+MMD loss became NaN/Inf (lr too high?)")
-    return total / max(seen, 1)
+
+    def loss(pos: np.ndarray, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        out = mixup_loss(model, xb, yb, p.mixup_alpha, ctx.rng) if p.mixup_alpha > 0 else F.cross_entropy(model(xb), yb)
+        return (out + p.mmd_weight * _batch_mmd(ctx, valid, xb, yb, p.sigma)) if p.mmd_weight > 0 else out
+
+    return sgd_pass(model, ctx.x, ctx.y, ctx.rows, loss, lr=ctx.lr, batch_size=ctx.batch_size, rng=ctx.rng,
+                    momentum=ctx.momentum, weight_decay=ctx.weight_decay, device=ctx.device, what="mixup+MMD")
 
 
 def _batch_mmd(ctx: StepContext, valid: ValidationByClass, xb: torch.Tensor, yb: torch.Tensor,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedmist.training.local import local_epoch
+from fedmist.training.local import local_epoch, sgd_pass
 
 
 @dataclass
@@ -65,25 +65,14 @@ def sgd_step(ctx: StepContext) -> float:
 @register_step("distill")
 def distill_step(ctx: StepContext) -> float:
     """Train on soft targets (KL to the given probabilities): SELENA's and DMP's student."""
-    from fedmist.training.batches import gather, shuffled_batches
-    from fedmist.training.local import make_optimizer
-
     if ctx.soft_targets is None or ctx.soft_targets.shape[0] != len(ctx.rows):
         raise ValueError("the distill step needs one soft-target row per training row")
     targets = torch.from_numpy(np.asarray(ctx.soft_targets, dtype=np.float32)).to(ctx.device)
     model = ctx.model
-    model.train()
-    opt = make_optimizer(model, ctx.lr, ctx.momentum, ctx.weight_decay)
-    total, seen = 0.0, 0
-    for pos in shuffled_batches(len(ctx.rows), ctx.batch_size, ctx.rng):
-        xb = gather(ctx.x, ctx.rows[pos], ctx.device)
+
+    def loss(pos: np.ndarray, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         logp = torch.log_softmax(model(xb), dim=1)
-        loss = torch.nn.functional.kl_div(logp, targets[torch.from_numpy(pos).to(ctx.device)], reduction="batchmean")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total += float(loss.detach()) * len(pos)
-        seen += len(pos)
-    if not np.isfinite(total):
-        raise FloatingPointError("distillation loss became NaN/Inf (lr too high?)")
-    return total / max(seen, 1)
+        return torch.nn.functional.kl_div(logp, targets[torch.from_numpy(pos).to(ctx.device)], reduction="batchmean")
+
+    return sgd_pass(model, ctx.x, ctx.y, ctx.rows, loss, lr=ctx.lr, batch_size=ctx.batch_size, rng=ctx.rng,
+                    momentum=ctx.momentum, weight_decay=ctx.weight_decay, device=ctx.device, what="distillation")

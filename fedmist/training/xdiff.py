@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedmist.training.batches import gather, shuffled_batches
-from fedmist.training.local import make_optimizer
+from fedmist.training.batches import gather
+from fedmist.training.local import sgd_pass
 
 _EPS = 1e-6
 
@@ -92,20 +92,11 @@ def xdiff_epoch(
     """
     if len(targets) != len(indices):
         raise ValueError(f"{len(targets)} targets for {len(indices)} examples")
-    model.train()
-    opt = make_optimizer(model, lr, momentum, weight_decay)
     t_all = torch.from_numpy(np.asarray(targets, dtype=np.float32)).to(device)
-    total, seen = 0.0, 0
-    for pos in shuffled_batches(len(indices), batch_size, rng):
-        rows = indices[pos]
-        xb, yb = gather(x, rows, device), y[torch.from_numpy(rows)].to(device)
+
+    def loss(pos: np.ndarray, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         p = F.softmax(model(xb), dim=1).gather(1, yb[:, None]).squeeze(1)
-        loss = xdiff_loss(p, t_all[torch.from_numpy(pos).to(device)], kind)
-        opt.zero_grad(set_to_none=True)
-        (lam * loss).backward()
-        opt.step()
-        total += float(loss.detach()) * len(rows)
-        seen += len(rows)
-    if not np.isfinite(total):
-        raise FloatingPointError("xdiff loss became NaN/Inf (lambda or lr too high?)")
-    return total / max(seen, 1)
+        return xdiff_loss(p, t_all[torch.from_numpy(pos).to(device)], kind)
+
+    return sgd_pass(model, x, y, indices, loss, lr=lr, batch_size=batch_size, rng=rng, momentum=momentum,
+                    weight_decay=weight_decay, device=device, scale=lam, what="xdiff", hint="lambda or lr too high?")
