@@ -40,7 +40,12 @@ def simulate(
     mixup_alpha: Optional[float] = typer.Option(None, help="> 0 enables mixup in phase 1 (MIST+Mixup)"),
     momentum: Optional[float] = typer.Option(None),
     repartition: Optional[str] = typer.Option(None, help="epoch (paper) or fixed (authors' code on Location)"),
-    mode: Optional[str] = typer.Option(None, help="virtual (server computes targets) or private (peers' weights forwarded)"),
+    mode: Optional[str] = typer.Option(None, help="virtual (server computes targets), private (peers' weights forwarded) or fl (real federated learning: each client trains only on its own partition; --defense sgd = FedAvg, mist = MIST-in-FL)"),
+    partition: Optional[str] = typer.Option(None, help="--mode fl: each client's data, iid or dirichlet:ALPHA"),
+    rounds: Optional[int] = typer.Option(None, help="--mode fl: number of FL rounds"),
+    local_epochs: Optional[int] = typer.Option(None, help="--mode fl: local passes per round"),
+    record_updates: Optional[bool] = typer.Option(None, "--record-updates/--no-record-updates", help="--mode fl: record every round's global model and every client's update (for fedmist attack --threat server|client:K)"),
+    max_record_gb: Optional[float] = typer.Option(None, help="--mode fl: refuse to start when the recording would exceed this (default 4)"),
     model: Optional[str] = typer.Option(None),
     train_size: Optional[int] = typer.Option(None, help="target training-set size (default: the paper's)"),
     seed: Optional[int] = typer.Option(None),
@@ -62,7 +67,8 @@ def simulate(
         "batch_size": batch_size, "xdiff_loss": xdiff_loss, "mixup_alpha": mixup_alpha, "momentum": momentum,
         "repartition": repartition, "mode": mode, "model": model, "train_size": train_size, "seed": seed,
         "device": device, "data_dir": str(data_dir) if data_dir else None, "cpus_per_client": cpus_per_client,
-        "gpus_per_client": gpus_per_client}.items() if v is not None}
+        "gpus_per_client": gpus_per_client, "partition": partition, "rounds": rounds, "local_epochs": local_epochs,
+        "record_updates": record_updates, "max_record_gb": max_record_gb}.items() if v is not None}
     for item in set_:
         if "=" not in item:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
@@ -87,8 +93,13 @@ def attack(
     rebuild_shadows: bool = typer.Option(False, help="discard cached shadow models and train them again"),
     bootstrap: int = typer.Option(200, help="bootstrap resamples for the 95% intervals"),
     list_: bool = typer.Option(False, "--list", help="list every attack with what it needs, and exit"),
+    threat: str = typer.Option("outsider", help="who attacks: outsider (final model: the audit above), server (every client's recorded updates) or client:K (participant K: global models each round; --mode fl runs recorded with --record-updates)"),
 ) -> None:
     """Audit a trained run with membership-inference attacks (AUC, TPR/PLR at 0.1% and 1% FPR)."""
+    if threat.strip() != "outsider":
+        from fedmist.fl.threats import threat_command
+        threat_command(run_dir, threat, seed, bootstrap)
+        return
     from fedmist.commands.attack import attack_command
     attack_command(run_dir, attacks, shadows, seed, shadow_engine, rebuild_shadows, bootstrap, list_)
 
@@ -98,7 +109,7 @@ def compare(
     dataset: str = typer.Option("location", help="dataset every defense trains on"),
     defenses: str = typer.Option("sgd,mist,dpsgd,mixup_mmd,hamp,selena,advreg,dmp,memguard", help="comma-separated defenses"),
     attacks: str = typer.Option("loss,mentr,lira,rmia", help="comma-separated attacks (lira = its four variants)"),
-    shadows: int = typer.Option(16, help="shadow models per target"),
+    shadows: Optional[int] = typer.Option(None, help="shadow models per target (default 16; --mode fl: 0)"),
     seeds: str = typer.Option("0", help="comma-separated training seeds (mean ± std over them)"),
     out: Path = typer.Option(Path("compare/location"), help="output directory: runs/, logs/, compare.csv, compare.md, tradeoff.png"),
     jobs: int = typer.Option(1, help="cells trained and audited concurrently"),
@@ -109,11 +120,12 @@ def compare(
     max_acc_drop: Optional[float] = typer.Option(None, help="use the recipes fedmist tune chose for this accuracy drop (points)"),
     set_: list[str] = typer.Option([], "--set", help="config override for every cell, KEY=VALUE (e.g. epochs=20)"),
     shadows_for: list[str] = typer.Option([], "--shadows-for", help="DEFENSE=N: another shadow count for one defense (e.g. selena=4)"),
+    mode: str = typer.Option("virtual", help="virtual: defenses of one model (above); fl: FedAvg, MIST-in-FL and DP-FedAvg in real FL, each audited as server, participant and outsider (compare-fl.csv/.md/.png; --defenses fedavg,mist,dpfedavg; --set clients=10 --set partition=dirichlet:0.5 --set rounds=20)"),
 ) -> None:
     """Train, audit and compare defenses: compare.csv, compare.md and tradeoff.png (paper Figure 1)."""
     from fedmist.commands.compare import compare_command
     compare_command(dataset, defenses, attacks, shadows, seeds, out, jobs, ray_address, shadow_engine, audit_seed,
-                    bootstrap, max_acc_drop, set_, shadows_for)
+                    bootstrap, max_acc_drop, set_, shadows_for, mode)
 
 
 @app.command()

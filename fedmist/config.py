@@ -17,7 +17,7 @@ from fedmist.errors import ConfigError
 
 XDIFF_LOSSES = ("l1", "l2", "kl")
 REPARTITION = ("epoch", "fixed")
-MODES = ("virtual", "private")
+MODES = ("virtual", "private", "fl")
 
 
 @dataclass
@@ -54,6 +54,19 @@ class RunConfig:
     validation_fraction: float = 0.0  # > 0: hold this share of the members out and evaluate on it (fedmist tune)
     reference_size: int = -1  # rows held out of the training budget as a reference set; -1 = defense's default
     params: dict[str, Any] = field(default_factory=dict)  # the defense's own knobs (TOML [params], --set params.K=V)
+    # --- real federated learning (mode = "fl"; fedmist.fl) ------------------------------------
+    partition: str = "iid"  # each client's fixed own data: "iid" or "dirichlet:ALPHA" (label skew)
+    rounds: int = 0  # FL rounds; > 0 sets ``epochs`` (one epoch report = one round); 0 = ``epochs``
+    local_epochs: int = 1  # passes over its own partition a client makes per round
+    record_updates: bool = False  # save every round's global model and every client's upload (updates/)
+    max_record_gb: float = 4.0  # refuse to start when the estimated recording exceeds this
+    fl_dp_noise: float = 0.0  # > 0: DP-FedAvg, Gaussian noise multiplier z on the clipped average
+    fl_dp_clip: float = 1.0  # DP-FedAvg: L2 clipping norm of every client's update (client side)
+    fl_dp_delta: float = 1e-5  # DP-FedAvg: the δ that ε is reported at
+    active_attack: str = ""  # "client:K": participant K does gradient ascent on target rows before upload
+    active_targets: int = 100  # rows the active attacker targets (half other clients' members, half non-members)
+    active_lr: float = 0.1  # learning rate of the attacker's gradient ascent
+    active_steps: int = 1  # full-batch ascent steps on the targets per round
 
     def validate(self) -> "RunConfig":
         """Raise ConfigError naming the first bad field; return self so calls chain."""
@@ -85,6 +98,8 @@ class RunConfig:
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         DEFENSES[self.defense].parse_params(self.params)
+        from fedmist.fl.checks import check_fl_config, check_not_fl
+        check_fl_config(self) if self.mode == "fl" else check_not_fl(self)
         return self
 
     @property

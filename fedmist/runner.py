@@ -39,11 +39,19 @@ def prepare_config(cfg: RunConfig) -> RunConfig:
     from fedmist.data.paths import resolve_data_dir
     from fedmist.defenses import DEFENSES
 
-    if cfg.defense in DEFENSES:
+    if cfg.defense in DEFENSES and cfg.mode != "fl":  # in FL mode sgd is FedAvg over --clients clients
         DEFENSES[cfg.defense].prepare(cfg)
+    if cfg.mode == "fl" and cfg.rounds > 0:
+        cfg.epochs = cfg.rounds  # one epoch report per FL round
     if not cfg.dataset.startswith("synthetic"):
         cfg.data_dir = str(resolve_data_dir(cfg.data_dir or None))
-    return cfg.validate()
+    cfg.validate()
+    if cfg.mode == "fl" and cfg.record_updates:  # refuse before anything is trained or written
+        from fedmist.fl.loop import n_floats
+        from fedmist.fl.recording import check_budget
+        check_budget(n_floats(initial_state(cfg)), cfg.clients, cfg.epochs, DEFENSES[cfg.defense].xdiff,
+                     cfg.max_record_gb)
+    return cfg
 
 
 def default_out(cfg: RunConfig) -> Path:
@@ -75,6 +83,7 @@ class Run:
     on_finish: Callable[["Run"], None] | None = None  # e.g. save a shadow model's weights
     started: float = field(default_factory=time.perf_counter)
     startup_time: float = 0.0  # engine start-up (Ray, client processes) before the first epoch
+    extra_summary: dict = field(default_factory=dict)  # merged into metrics.json's summary (FL mode: "fl")
     _epoch_start: float = field(default_factory=time.perf_counter)
 
     def begin(self) -> None:
@@ -136,7 +145,8 @@ class Run:
                 "startup_time": self.startup_time,
                 "phase_time": self.phase_time, "synthetic": get_workspace(self.cfg).dataset.synthetic,
                 "members": int(len(self.split.members)), "nonmembers": int(len(self.split.nonmembers)),
-                "test": int(len(self.split.test)), "test_is_nonmembers": self.split.test_is_nonmembers}
+                "test": int(len(self.split.test)), "test_is_nonmembers": self.split.test_is_nonmembers,
+                **self.extra_summary}
 
     def finish(self) -> dict:
         from fedmist.defenses import DEFENSES
@@ -215,7 +225,10 @@ def train_run(run: Run, federation) -> None:
 
     run.begin()
     loop = DEFENSES[run.cfg.defense].train_loop
-    if loop is not None:
+    if run.cfg.mode == "fl":
+        from fedmist.fl.loop import train_fl
+        run.state = train_fl(run, federation)
+    elif loop is not None:
         run.state = loop(run, federation)
     else:
         run.state = train(run.cfg, federation, run.state, run.split.members, run.start_epoch, run.on_epoch,
@@ -229,6 +242,8 @@ def _resume(cfg: RunConfig, path: Path) -> Run:
         raise RunDirError(f"cannot resume {path}: no config.json")
     saved = json.loads(cfg_file.read_text())
     mine = cfg.to_dict()
+    # a run saved before a field existed has that field's default (e.g. the FL fields)
+    saved = {**{k: v for k, v in RunConfig().to_dict().items() if k not in saved}, **saved}
     differ = sorted(k for k in mine if k not in RESUMABLE_DIFFERENCES and saved.get(k) != mine[k])
     if differ:
         detail = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {mine[k]!r}" for k in differ)

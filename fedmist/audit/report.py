@@ -124,12 +124,17 @@ def _plot(path: Path, scores: Mapping[str, np.ndarray], is_member: np.ndarray, r
 
 
 def write_report(out_dir: Path, report: Mapping, scores: Mapping[str, np.ndarray], is_member: np.ndarray,
-                 arrays: Mapping[str, np.ndarray] | None = None) -> dict[str, Path]:
-    """Write the five report files into ``out_dir``; ``arrays`` go into scores.npz as well."""
+                 arrays: Mapping[str, np.ndarray] | None = None, suffix: str = "") -> dict[str, Path]:
+    """Write the five report files into ``out_dir``; ``arrays`` go into scores.npz as well.
+
+    ``suffix`` (e.g. ``"-server"``) goes before each extension, so the reports of different
+    threats (``fedmist attack --threat``) sit side by side: ``audit-server.json``, ``roc-server.png``.
+    The returned dict is keyed by the plain names (``"audit.json"`` ...)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     is_member = np.asarray(is_member, dtype=bool)
-    paths = {name: out_dir / name for name in ("audit.json", "audit.csv", "scores.npz", "roc.png", "roc_linear.png")}
+    paths = {name: out_dir / name.replace(".", f"{suffix}.", 1)
+             for name in ("audit.json", "audit.csv", "scores.npz", "roc.png", "roc_linear.png")}
     paths["audit.json"].write_text(json.dumps(report, indent=2) + "\n")
     rows = [_csv_row(name, res, report["fprs"]) for name, res in report["attacks"].items()]
     with open(paths["audit.csv"], "w", newline="") as fh:

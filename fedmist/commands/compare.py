@@ -11,7 +11,13 @@ from fedmist.errors import ConfigError
 
 def compare_command(dataset: str, defenses: str, attacks: str, shadows: int, seeds: str, out: Path, jobs: int,
                     ray_address: str | None, shadow_engine: str, audit_seed: int, bootstrap: int,
-                    max_acc_drop: float | None, set_: list[str], shadows_for: list[str] | None = None) -> list[dict]:
+                    max_acc_drop: float | None, set_: list[str], shadows_for: list[str] | None = None,
+                    mode: str = "virtual") -> list[dict]:
+    if mode == "fl":
+        return _fl_compare(dataset, defenses, attacks, shadows, out, audit_seed, bootstrap, set_)
+    if mode != "virtual":
+        raise ConfigError(f"--mode must be virtual or fl, got {mode!r}")
+    shadows = 16 if shadows is None else shadows
     from fedmist.attacks.registry import check_attacks, expand_attack_names
     from fedmist.compare import (CompareSettings, aggregate, cell_row, markdown_table, plan_cells, run_cells,
                                  write_table)
@@ -84,3 +90,30 @@ def _ints(text: str, option: str) -> list[int]:
     if not values:
         raise ConfigError(f"{option} is empty")
     return values
+
+
+def _fl_compare(dataset: str, defenses: str, attacks: str, shadows: int | None, out: Path, audit_seed: int,
+                bootstrap: int, set_: list[str]) -> list[dict]:
+    """``--mode fl``: fedmist.fl_compare (the virtual-mode defaults become the FL ones)."""
+    from fedmist.attacks.registry import check_attacks, expand_attack_names
+    from fedmist.fl.checks import parse_client
+    from fedmist.fl_compare import DEFAULT_ATTACKS, FL_ROWS, fl_compare
+
+    if defenses == "sgd,mist,dpsgd,mixup_mmd,hamp,selena,advreg,dmp,memguard":  # the CLI default
+        defenses = ",".join(FL_ROWS)
+    if attacks == "loss,mentr,lira,rmia":
+        attacks = DEFAULT_ATTACKS
+    names = expand_attack_names(a.strip() for a in attacks.split(",") if a.strip())
+    check_attacks(names)
+    overrides = {}
+    for item in set_:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = v.strip()
+    client = parse_client(overrides.pop("threat_client", "client:0"), int(overrides.get("clients", 10)), "threat_client")
+    overrides.setdefault("clients", "10")
+    console.print(f"[bold]fedmist compare --mode fl[/] {dataset}: {defenses}; threats server, client:{client}, "
+                  f"outsider; logs in {out / 'logs'}")
+    return fl_compare(dataset, [d.strip() for d in defenses.split(",") if d.strip()], overrides, out,
+                      ",".join(names), 0 if shadows is None else shadows, audit_seed, bootstrap, client)

@@ -20,6 +20,8 @@ def simulate_command(cfg: RunConfig, out: Path | None, *, resume: bool, force: b
     console.print(f"[bold]fedmist simulate[/] {cfg.defense} on {cfg.dataset} "
                   f"({'SYNTHETIC data' if run_is_synthetic(run) else 'real data'}), C={cfg.clients}, "
                   f"{len(run.split.members)} members, recipe: {src}, run dir: {out}")
+    if cfg.mode == "fl":
+        console.print(_fl_line(run))
     if run.start_epoch > 1:
         console.print(f"resuming at epoch {run.start_epoch} of {run.last_epoch}")
     with progress() as bar:
@@ -50,3 +52,19 @@ def _summary_of(run: Run) -> dict:
     import json
     assert run.path is not None
     return json.loads((run.path / "metrics.json").read_text())["summary"]
+
+
+def _fl_line(run: Run) -> str:
+    from fedmist.fl.loop import n_floats, recording_estimate
+
+    cfg = run.cfg
+    algo = ("DP-FedAvg" if cfg.fl_dp_noise > 0 else "FedAvg") if cfg.defense == "sgd" else "MIST-in-FL (private-data mode)"
+    line = (f"federated learning: {algo}, {cfg.clients} clients each training only on its own {cfg.partition} "
+            f"partition, {cfg.epochs} rounds x {cfg.local_epochs} local epoch(s)")
+    if cfg.record_updates:
+        line += (f"; recording every round's global model and every client's update "
+                 f"(~{recording_estimate(cfg, run.state) / 1e6:.1f} MB before compression, "
+                 f"{n_floats(run.state):,} weights)")
+    if cfg.active_attack:
+        line += f"; [bold red]ACTIVE ATTACK by {cfg.active_attack}[/] (gradient ascent on target rows)"
+    return line

@@ -46,6 +46,9 @@ def run_local(ws: Workspace, cfg: RunConfig, job: LocalJob) -> LocalResult:
                       reference=job.reference_rows, soft_targets=job.soft_targets,
                       aux={k: v.to(ws.device) for k, v in aux_part(job.state).items()})
     loss = STEPS[step_name](ctx)
+    if cfg.mode == "fl":  # more local passes, the explicit active attack, DP-FedAvg's clipping
+        from fedmist.fl.client import fl_client_round
+        loss = fl_client_round(ctx, cfg, job, STEPS[step_name], loss)
     if not np.isfinite(loss):
         raise FloatingPointError(f"training step {step_name!r} returned a NaN/Inf loss")
     probs = (true_class_probs(model, ws.x, ws.y, job.predict_rows, device=ws.device)

@@ -28,6 +28,8 @@ class LocalJob:
     step: str = ""  # training step name (fedmist.training.steps); "" = the defense's local_step
     reference_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     soft_targets: np.ndarray | None = None  # (len(train_rows), K) for the distill step
+    # FL active attack (fedmist.fl.client): rows the attacking participant does gradient ascent on
+    ascent_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
 
 @dataclass

@@ -52,7 +52,8 @@ def pack_local(cfg: RunConfig, job: LocalJob) -> RecordDict:
     content = RecordDict({
         "meta": meta,
         "weights": state_record(job.state),
-        "rows": _arrays(train=job.train_rows, predict=job.predict_rows, reference=job.reference_rows),
+        "rows": _arrays(train=job.train_rows, predict=job.predict_rows, reference=job.reference_rows,
+                        ascent=job.ascent_rows),
     })
     if job.soft_targets is not None:
         content["soft-targets"] = _arrays(targets=job.soft_targets)
@@ -64,9 +65,10 @@ def unpack_local(content: RecordDict) -> tuple[RunConfig, LocalJob]:
     rows = content.array_records["rows"]
     soft = (content.array_records["soft-targets"]["targets"].numpy()
             if "soft-targets" in content.array_records else None)
+    ascent = rows["ascent"].numpy() if "ascent" in rows.keys() else np.empty(0, dtype=np.int64)
     return cfg, LocalJob(client, epoch, lr, record_state(content.array_records["weights"]),
                          rows["train"].numpy(), rows["predict"].numpy(), str(content.config_records["meta"]["step"]),
-                         rows["reference"].numpy(), soft)
+                         rows["reference"].numpy(), soft, ascent)
 
 
 def pack_local_result(res: LocalResult) -> RecordDict:

@@ -1,0 +1,65 @@
+"""Validation of the FL fields of a ``RunConfig`` (ConfigError naming the problem)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from fedmist.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedmist.config import RunConfig
+
+FL_DEFENSES = {"sgd": "FedAvg", "mist": "MIST-in-FL (private-data mode)"}
+
+
+def parse_client(text: str, clients: int, what: str) -> int:
+    """``"client:3"`` -> 3, checking 0 <= 3 < clients."""
+    kind, _, value = text.strip().partition(":")
+    if kind != "client" or not value.strip().lstrip("-").isdigit():
+        raise ConfigError(f"{what} must look like client:K (K = 0..{clients - 1}), got {text!r}")
+    k = int(value)
+    if not 0 <= k < clients:
+        raise ConfigError(f"{what} names client {k}, but the federation has clients 0..{clients - 1}")
+    return k
+
+
+def check_fl_config(cfg: "RunConfig") -> None:
+    from fedmist.fl.partition import parse_partition
+
+    if cfg.defense not in FL_DEFENSES:
+        raise ConfigError(f"--mode fl trains {', '.join(f'{k} ({v})' for k, v in FL_DEFENSES.items())} or DP-FedAvg "
+                          f"(sgd with --set fl_dp_noise=Z); got defense {cfg.defense!r}")
+    if cfg.clients < 2:
+        raise ConfigError(f"--mode fl needs --clients >= 2, got {cfg.clients}")
+    parse_partition(cfg.partition)
+    if cfg.rounds < 0:
+        raise ConfigError(f"rounds must be >= 0 (0 = epochs), got {cfg.rounds}")
+    if cfg.local_epochs < 1:
+        raise ConfigError(f"local_epochs must be >= 1, got {cfg.local_epochs}")
+    if not (cfg.max_record_gb > 0 and math.isfinite(cfg.max_record_gb)):
+        raise ConfigError(f"max_record_gb must be a positive number, got {cfg.max_record_gb}")
+    if not (cfg.fl_dp_noise >= 0 and math.isfinite(cfg.fl_dp_noise)):
+        raise ConfigError(f"fl_dp_noise must be a finite number >= 0, got {cfg.fl_dp_noise}")
+    if not (cfg.fl_dp_clip > 0 and math.isfinite(cfg.fl_dp_clip)):
+        raise ConfigError(f"fl_dp_clip must be positive, got {cfg.fl_dp_clip}")
+    if not 0 < cfg.fl_dp_delta < 1:
+        raise ConfigError(f"fl_dp_delta must be in (0, 1), got {cfg.fl_dp_delta}")
+    if cfg.fl_dp_noise > 0 and cfg.defense != "sgd":
+        raise ConfigError("DP-FedAvg (fl_dp_noise > 0) is FedAvg with clipping and noise: use --defense sgd")
+    if cfg.active_attack:
+        parse_client(cfg.active_attack, cfg.clients, "active_attack")
+        if cfg.active_targets < 2:
+            raise ConfigError(f"active_targets must be >= 2, got {cfg.active_targets}")
+        if cfg.active_steps < 1 or not cfg.active_lr > 0:
+            raise ConfigError("active_steps must be >= 1 and active_lr > 0")
+
+
+def check_not_fl(cfg: "RunConfig") -> None:
+    """FL-only switches are an error outside ``--mode fl`` (they would silently do nothing)."""
+    used = [name for name, on in (("record_updates", cfg.record_updates), ("active_attack", bool(cfg.active_attack)),
+                                  ("fl_dp_noise", cfg.fl_dp_noise > 0), ("rounds", cfg.rounds > 0),
+                                  ("partition", cfg.partition != "iid"), ("local_epochs", cfg.local_epochs != 1))
+            if on]
+    if used:
+        raise ConfigError(f"{', '.join(used)} only apply with --mode fl (mode is {cfg.mode!r})")
