@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from fedmist.errors import ConfigError, FedmistError
+from fedmist.errors import FedmistError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train membership-inference-resistant models with MIST on Flower, and audit them.")
@@ -59,7 +59,7 @@ def simulate(
     force: bool = typer.Option(False, help="overwrite an existing run directory"),
 ) -> None:
     """Train a model with MIST (or a baseline) in Flower's simulation engine."""
-    from fedmist.config import RunConfig
+    from fedmist.config import RunConfig, parse_sets
     from fedmist.recipes import default_recipe
 
     overrides = {k: v for k, v in {
@@ -69,11 +69,7 @@ def simulate(
         "device": device, "data_dir": str(data_dir) if data_dir else None, "cpus_per_client": cpus_per_client,
         "gpus_per_client": gpus_per_client, "partition": partition, "rounds": rounds, "local_epochs": local_epochs,
         "record_updates": record_updates, "max_record_gb": max_record_gb}.items() if v is not None}
-    for item in set_:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = v.strip()
+    overrides.update(parse_sets(set_))
     recipe = recipe or default_recipe(dataset, defense, model or "")
     cfg = RunConfig.from_toml(recipe) if recipe else RunConfig()
     cfg = RunConfig.from_dict(overrides, base=cfg)

@@ -140,6 +140,21 @@ class RunConfig:
         return cls.from_dict(data, base=base)
 
 
+def parse_sets(items: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` items as overrides (values stay strings; ``RunConfig.from_dict`` types them).
+
+    >>> parse_sets(["epochs=5", " lam = 2 "])
+    {'epochs': '5', 'lam': '2'}
+    """
+    overrides: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = v.strip()
+    return overrides
+
+
 def normalize_key(key: str) -> str:
     """``lambda`` -> ``lam``; kebab-case -> snake_case."""
     key = key.replace("-", "_")

@@ -6,6 +6,7 @@ import platform
 from pathlib import Path
 
 from fedmist.console import console
+from fedmist.config import parse_sets
 from fedmist.errors import ConfigError
 
 
@@ -26,12 +27,7 @@ def compare_command(dataset: str, defenses: str, attacks: str, shadows: int, see
     names = expand_attack_names(a.strip() for a in attacks.split(",") if a.strip())
     check_attacks(names)
     seed_list = _ints(seeds, "--seeds")
-    overrides = {}
-    for item in set_:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = v.strip()
+    overrides = parse_sets(set_)
     tuned = None
     if max_acc_drop is not None:
         tuned = tuned_recipe_dir(out, max_acc_drop)
@@ -105,12 +101,7 @@ def _fl_compare(dataset: str, defenses: str, attacks: str, shadows: int | None, 
         attacks = DEFAULT_ATTACKS
     names = expand_attack_names(a.strip() for a in attacks.split(",") if a.strip())
     check_attacks(names)
-    overrides = {}
-    for item in set_:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = v.strip()
+    overrides = parse_sets(set_)
     client = parse_client(overrides.pop("threat_client", "client:0"), int(overrides.get("clients", 10)), "threat_client")
     overrides.setdefault("clients", "10")
     console.print(f"[bold]fedmist compare --mode fl[/] {dataset}: {defenses}; threats server, client:{client}, "

@@ -12,7 +12,7 @@ from fedmist.errors import ConfigError
 def tune_command(defense: str, dataset: str, max_acc_drop: float, out: Path, iterations: int,
                  validation_fraction: float, seed: int, set_: list[str]) -> dict:
     from fedmist.compare import _fedmist
-    from fedmist.config import RunConfig
+    from fedmist.config import RunConfig, parse_sets
     from fedmist.defenses import DEFENSES
     from fedmist.recipes import default_recipe
     from fedmist.runner import prepare_config
@@ -25,9 +25,7 @@ def tune_command(defense: str, dataset: str, max_acc_drop: float, out: Path, ite
         raise ConfigError(f"defense {defense!r} has no strength knob to tune")
     if not 0 < validation_fraction < 0.5:
         raise ConfigError(f"--validation-fraction must be in (0, 0.5), got {validation_fraction}")
-    overrides = dict(item.split("=", 1) for item in set_ if "=" in item)
-    if len(overrides) != len(set_):
-        raise ConfigError("--set expects KEY=VALUE")
+    overrides = parse_sets(set_)
     knob = spec.tune_knob
     base_dir = out / "tune" / f"{dataset.replace(':', '-')}-{defense}"
     base_dir.mkdir(parents=True, exist_ok=True)

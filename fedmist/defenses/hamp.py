@@ -34,7 +34,7 @@ QUERY_SEED = 0x4A4D  # offset of the random-input generator's seed from the run'
 class HampParams:
     """``gamma``: the soft label's true-class probability (must exceed 1/K so the argmax stays the
     true class). ``entropy_weight``: weight of the entropy reward. HAMP tunes both per dataset
-    (its paper is not in /work/shared); 0.5 keeps ~70 % of the maximum label entropy at K = 30 and
+    (its paper is not in ../shared); 0.5 keeps ~70 % of the maximum label entropy at K = 30 and
     a weight of 0.1 moves the soft-label optimum only slightly towards uniform.
     ``output_modification``: HAMP's query-time defense (off: the MIST paper's evaluation)."""
 

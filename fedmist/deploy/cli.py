@@ -59,7 +59,7 @@ def superlink(
 ) -> None:
     """Start flower-superlink with TLS and SuperNode authentication, and register the node keys."""
     from fedmist.deploy.connection import Link, register_nodes
-    from fedmist.deploy.processes import SuperLinkSpec, shown, wait_for_port
+    from fedmist.deploy.processes import SuperLinkSpec, shown, stop_process, wait_for_port
 
     paths = _certs_or_insecure(certs, insecure)
     spec = SuperLinkSpec(paths, host, port, database)
@@ -80,12 +80,7 @@ def superlink(
         typer.echo(f"SuperLink ready on {host}:{port}", err=True)
         sys.exit(proc.wait())
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_process(proc)
 
 
 @deploy_app.command()
@@ -129,19 +124,14 @@ def run(
     insecure: bool = typer.Option(False, "--insecure", help="connect without TLS (prints a warning)"),
 ) -> None:
     """Submit a training run to a deployed SuperLink, stream its progress, print the summary."""
-    from fedmist.config import RunConfig
+    from fedmist.config import RunConfig, parse_sets
     from fedmist.console import console, summary_table
     from fedmist.deploy.connection import Link
     from fedmist.deploy.submit import submit
     from fedmist.runner import default_out
 
     cfg = RunConfig.from_toml(recipe) if recipe else RunConfig()
-    overrides: dict[str, object] = {}
-    for item in set_:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = v.strip()
+    overrides: dict[str, object] = dict(parse_sets(set_))
     if min_clients is not None:
         overrides["min_clients"] = min_clients
     if round_timeout is not None:

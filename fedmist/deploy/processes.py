@@ -88,6 +88,16 @@ def shown(cmd: list[str]) -> str:
     return " ".join(shlex.quote(c) for c in cmd)
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM (Flower's processes shut down cleanly on it), SIGKILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def wait_for_port(host: str, port: int, timeout: float, alive: callable = lambda: True) -> None:  # type: ignore[valid-type]
     """Block until something accepts TCP connections on host:port (or raise ConfigError)."""
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
@@ -129,12 +139,7 @@ def run_supernode(spec: SuperNodeSpec, wait_registered: float, echo: Callable[[s
             time.sleep(0.5)  # let the relay print the last lines
             refused = bool(seen)
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_process(proc)
         if not refused:
             return code
         if time.monotonic() > deadline:
