@@ -2,9 +2,11 @@
 matmul benchmark of the same shapes, measured side by side in one run on this machine.
 
 FLOPs are counted analytically for the MLP (a linear layer of m MACs per example costs 2m forward
-and 4m backward): training passes (phase 1, and phase 2 for MIST), the peer predictions of the
-virtual federation, and the final evaluation. The bare benchmark runs the same GEMMs (batch size,
-layer shapes, forward + both backward products) in a tight loop with the same thread count.
+and 4m backward, the first layer 2m backward: no gradient is taken for the input): training passes
+(phase 1, and phase 2 for MIST), the peer predictions of the virtual federation, and the final
+evaluation. The bare benchmark runs exactly those GEMMs (batch size, layer shapes, forward and the
+backward products) in a tight loop, twice: one process with all the threads, and one 1-thread
+process per core at once; the machine's rate is the faster of the two.
 
     python experiments/bench_shadows.py --dataset location --defense sgd --shadows 2 --epochs 20
 """
@@ -13,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -30,30 +35,52 @@ def linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
     return [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
 
 
-def shadow_flops(cfg: RunConfig, n_train: int, n_eval: int, macs: int) -> float:
+def train_macs(shapes: list[tuple[int, int]]) -> int:
+    """MACs of one training step per example: forward, plus dW for every layer and dx for all but
+    the first (the input needs no gradient)."""
+    return sum(3 * i * o for i, o in shapes) - shapes[0][0] * shapes[0][1]
+
+
+def shadow_flops(cfg: RunConfig, n_train: int, n_eval: int, shapes: list[tuple[int, int]]) -> float:
     """FLOPs to train one shadow with ``cfg`` on ``n_train`` rows (+ its final evaluation)."""
-    per_epoch = 6 * macs * n_train  # phase 1 (or SGD)
+    macs = sum(i * o for i, o in shapes)
+    per_epoch = 2 * train_macs(shapes) * n_train  # phase 1 (or SGD)
     if cfg.defense == "mist":
-        per_epoch += 6 * macs * n_train  # phase 2
+        per_epoch += 2 * train_macs(shapes) * n_train  # phase 2
         per_epoch += 2 * macs * n_train * (cfg.clients - 1)  # peers' true-class predictions
     return cfg.epochs * per_epoch + 2 * macs * n_eval
 
 
-def bare_gemm_rate(shapes: list[tuple[int, int]], batch: int, seconds: float = 3.0) -> float:
-    """FLOP/s of the training GEMMs alone: y = x W^T, dx = dy W, dW = dy^T x, for every layer."""
+def bare_gemm_rate(shapes: list[tuple[int, int]], batch: int, seconds: float = 3.0, threads: int = 0) -> float:
+    """FLOP/s of the training GEMMs alone: y = x W^T, dW = dy^T x for every layer, dx = dy W for
+    all but the first."""
+    if threads:
+        torch.set_num_threads(threads)
     xs = [torch.randn(batch, i) for i, _ in shapes]
     ws = [torch.randn(o, i) for i, o in shapes]
     dys = [torch.randn(batch, o) for _, o in shapes]
-    flops_per_iter = sum(6 * batch * i * o for i, o in shapes)
+    flops_per_iter = 2 * batch * train_macs(shapes)
+
+    def step() -> None:
+        for k, (x, w, dy) in enumerate(zip(xs, ws, dys)):
+            x @ w.T, dy.T @ x
+            if k:
+                dy @ w
+
     for _ in range(20):  # warm-up
-        for x, w, dy in zip(xs, ws, dys):
-            x @ w.T, dy @ w, dy.T @ x
+        step()
     iters, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        for x, w, dy in zip(xs, ws, dys):
-            x @ w.T, dy @ w, dy.T @ x
+        step()
         iters += 1
     return iters * flops_per_iter / (time.perf_counter() - t0)
+
+
+def bare_gemm_rate_per_core(shapes: list[tuple[int, int]], batch: int, cores: int) -> float:
+    """Summed rate of ``cores`` 1-thread processes running :func:`bare_gemm_rate` at once."""
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(cores, mp_context=ctx) as pool:
+        return sum(pool.map(bare_gemm_rate, [shapes] * cores, [batch] * cores, [3.0] * cores, [1] * cores))
 
 
 def main() -> None:
@@ -62,7 +89,7 @@ def main() -> None:
     ap.add_argument("--defense", default="sgd")
     ap.add_argument("--shadows", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=20, help="epochs per shadow (the recipe's 100 takes 5x longer)")
-    ap.add_argument("--engines", default="", help="default: inprocess,flower (+ stacked for SGD recipes)")
+    ap.add_argument("--engines", default="", help="default: parallel,inprocess,flower (+ stacked for SGD recipes)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -75,13 +102,19 @@ def main() -> None:
     shapes = linear_shapes(ws.model)
     macs = sum(i * o for i, o in shapes)
     n_train = len(pool) // 2
-    flops = shadow_flops(cfg, n_train, n_train + 1010, macs)
-    bare = bare_gemm_rate(shapes, cfg.batch_size)
+    flops = shadow_flops(cfg, n_train, n_train + 1010, shapes)
+    cores = len(os.sched_getaffinity(0))
+    bare_threads = bare_gemm_rate(shapes, cfg.batch_size)
+    bare_cores = bare_gemm_rate_per_core(shapes, cfg.batch_size, cores)
+    bare = max(bare_threads, bare_cores)
     print(f"{args.dataset} {args.defense} C={cfg.clients} epochs={cfg.epochs} shadows={args.shadows} "
           f"rows/shadow={n_train} model {' -> '.join(str(i) for i, _ in shapes)} -> {shapes[-1][1]} "
           f"({macs / 1e6:.2f} M MACs/example), torch threads={args.threads}, CPU")
-    print(f"bare GEMM benchmark (same shapes, batch {cfg.batch_size}): {bare / 1e9:.1f} GFLOP/s")
-    engines = args.engines or ("inprocess,flower,stacked" if cfg.defense == "sgd" else "inprocess,flower")
+    print(f"bare GEMM benchmark (same shapes, batch {cfg.batch_size}): {bare_threads / 1e9:.1f} GFLOP/s in one "
+          f"{args.threads}-thread process, {bare_cores / 1e9:.1f} GFLOP/s as {cores} 1-thread processes; "
+          f"reference {bare / 1e9:.1f}")
+    engines = args.engines or ("parallel,inprocess,flower,stacked" if cfg.defense == "sgd"
+                               else "parallel,inprocess,flower")
     for engine in engines.split(","):
         trainer = ShadowTrainer(cfg, audit_seed=0, engine=engine)
         t0 = time.perf_counter()

@@ -85,7 +85,7 @@ def attack(
     attacks: str = typer.Option("loss,mentr,lira_online,lira_offline,rmia", help="comma-separated attack names (see --list)"),
     shadows: int = typer.Option(16, help="number of shadow models (even; each trains on half the audit pool)"),
     seed: int = typer.Option(0, help="audit seed: audit set draw, shadow halves, bootstrap"),
-    shadow_engine: str = typer.Option("flower", help="flower (same engine as the target), inprocess (same math, no Flower) or stacked (SGD recipes: all shadows in batched matmuls, for GPUs)"),
+    shadow_engine: str = typer.Option("flower", help="flower (same engine as the target), inprocess (same math, no Flower), parallel (inprocess in one 1-thread worker process per core; fastest on CPU) or stacked (SGD recipes: all shadows in batched matmuls, for GPUs)"),
     rebuild_shadows: bool = typer.Option(False, help="discard cached shadow models and train them again"),
     bootstrap: int = typer.Option(200, help="bootstrap resamples for the 95% intervals"),
     list_: bool = typer.Option(False, "--list", help="list every attack with what it needs, and exit"),
@@ -107,10 +107,10 @@ def compare(
     attacks: str = typer.Option("loss,mentr,lira,rmia", help="comma-separated attacks (lira = its four variants)"),
     shadows: Optional[int] = typer.Option(None, help="shadow models per target (default 16; --mode fl: 0)"),
     seeds: str = typer.Option("0", help="comma-separated training seeds (mean ± std over them)"),
-    out: Path = typer.Option(Path("compare/location"), help="output directory: runs/, logs/, compare.csv, compare.md, tradeoff.png"),
+    out: Optional[Path] = typer.Option(None, help="output directory: runs/, logs/, compare.csv, compare.md, tradeoff.png [default: compare/DATASET]"),
     jobs: int = typer.Option(1, help="cells trained and audited concurrently"),
     ray_address: Optional[str] = typer.Option(None, help="existing Ray cluster HOST:PORT for every simulation"),
-    shadow_engine: str = typer.Option("inprocess", help="flower, inprocess or stacked (see fedmist attack)"),
+    shadow_engine: str = typer.Option("parallel", help="parallel, flower, inprocess or stacked (see fedmist attack)"),
     audit_seed: int = typer.Option(0),
     bootstrap: int = typer.Option(200),
     max_acc_drop: Optional[float] = typer.Option(None, help="use the recipes fedmist tune chose for this accuracy drop (points)"),
@@ -120,6 +120,7 @@ def compare(
 ) -> None:
     """Train, audit and compare defenses: compare.csv, compare.md and tradeoff.png (paper Figure 1)."""
     from fedmist.commands.compare import compare_command
+    out = out or Path("compare") / dataset.replace(":", "-")
     compare_command(dataset, defenses, attacks, shadows, seeds, out, jobs, ray_address, shadow_engine, audit_seed,
                     bootstrap, max_acc_drop, set_, shadows_for, mode)
 
@@ -129,7 +130,7 @@ def tune(
     defense: str = typer.Argument(..., help="defense whose main knob to tune (mist: C then λ)"),
     dataset: str = typer.Option("location"),
     max_acc_drop: float = typer.Option(1.0, help="largest allowed validation-accuracy drop vs SGD, in points"),
-    out: Path = typer.Option(Path("compare/location"), help="directory shared with fedmist compare"),
+    out: Optional[Path] = typer.Option(None, help="directory shared with fedmist compare [default: compare/DATASET]"),
     iterations: int = typer.Option(5, help="bisection steps on the knob"),
     validation_fraction: float = typer.Option(0.1, help="share of the training pool held out for validation"),
     seed: int = typer.Option(0),
@@ -137,6 +138,7 @@ def tune(
 ) -> None:
     """Choose a defense's strength at matched utility (paper protocol) on a validation split."""
     from fedmist.commands.tune import tune_command
+    out = out or Path("compare") / dataset.replace(":", "-")
     tune_command(defense, dataset, max_acc_drop, out, iterations, validation_fraction, seed, set_)
 
 

@@ -58,7 +58,7 @@ class CompareSettings:
     attacks: list[str]
     shadows: int
     audit_seed: int = 0
-    shadow_engine: str = "inprocess"
+    shadow_engine: str = "parallel"
     bootstrap: int = 200
     jobs: int = 1
     ray_address: str | None = None
@@ -70,12 +70,14 @@ class CompareSettings:
 
 # --- running cells ------------------------------------------------------------------------------
 def _fedmist(args: Sequence[str], log: Path, ray_address: str | None,
-             on_sample: Callable[[float], None] | None = None) -> float:
+             on_sample: Callable[[float], None] | None = None, shadow_workers: int | None = None) -> float:
     """Run ``python -m fedmist ARGS`` with its output appended to ``log``; return the peak resident
     memory (MB) of its whole process tree (Ray's workers included) sampled every 0.2 s."""
     import psutil
 
     env = dict(os.environ)
+    if shadow_workers is not None:
+        env.setdefault("FEDMIST_SHADOW_WORKERS", str(shadow_workers))
     if ray_address:
         env["FEDMIST_RAY_ADDRESS"] = ray_address
     env.setdefault("COLUMNS", "120")
@@ -143,7 +145,8 @@ def run_cell(cell: Cell, settings: CompareSettings, log_dir: Path) -> dict:
     if not _audit_is_current(cell.run_dir, settings, cell.defense):
         _fedmist(["attack", str(cell.run_dir), "--attacks", ",".join(settings.attacks), "--shadows",
                   str(settings.n_shadows(cell.defense)), "--seed", str(settings.audit_seed), "--shadow-engine",
-                  settings.shadow_engine, "--bootstrap", str(settings.bootstrap)], log, settings.ray_address)
+                  settings.shadow_engine, "--bootstrap", str(settings.bootstrap)], log, settings.ray_address,
+                 shadow_workers=_workers_per_cell(settings.jobs))
     return cell_row(cell)
 
 
@@ -180,6 +183,12 @@ def highest_over_attacks(audit: dict) -> dict:
     name, auc = max(((n, a["full"]["auc"]) for n, a in audit["attacks"].items()), key=lambda t: t[1])
     best["auc"], best["auc_attack"] = auc, name
     return best
+
+
+def _workers_per_cell(jobs: int) -> int:
+    """The ``parallel`` shadow engine's processes per cell, so ``--jobs`` cells share the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, jobs))
 
 
 def run_cells(cells: Sequence[Cell], settings: CompareSettings, log_dir: Path,

@@ -8,7 +8,10 @@ is paid once per audit, not once per shadow.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 
@@ -17,7 +20,7 @@ from fedmist.engine.jobs import State
 from fedmist.errors import ConfigError
 from fedmist.runner import Run, open_run, prepare_config, split_for
 
-ENGINES = ("flower", "inprocess", "stacked")
+ENGINES = ("flower", "inprocess", "parallel", "stacked")
 
 
 def shadow_seed(target_seed: int, audit_seed: int, i: int) -> int:
@@ -55,10 +58,32 @@ class ShadowTrainer:
             runs.append(run)
         if self.engine == "stacked":
             self._train_stacked(runs)
+        elif self.engine == "parallel":
+            self._train_parallel(runs, jobs, reference, done)
         else:
             from fedmist.simulation import train_runs
             train_runs(runs, self.base.clients, self.engine)
 
+    def _train_parallel(self, runs: list[Run], jobs: list[tuple[int, np.ndarray]], reference: np.ndarray,
+                        done: Callable[[int, State], None]) -> None:
+        """Whole shadows in worker processes, one torch thread each (the ``inprocess`` functions).
+
+        Why: the Location-sized GEMMs (batch 100) reach ~115 GFLOP/s with 2 threads in one process
+        but ~145 GFLOP/s as two 1-thread processes here, and a shadow is independent work, so
+        splitting by shadow beats splitting each matmul. Weights equal ``inprocess``'s (tested).
+        """
+        workers = min(len(runs), shadow_workers())
+        if workers <= 1:
+            from fedmist.simulation import train_runs
+            train_runs(runs, self.base.clients, "inprocess")
+            return
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        # spawn, not fork: a forked child of a process whose OpenMP pool already ran can hang.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
+            futures = {pool.submit(_train_one, run.cfg, rows, reference): i for run, (i, rows) in zip(runs, jobs)}
+            for fut in as_completed(futures):
+                done(futures[fut], fut.result())
 
     def _train_stacked(self, runs: list[Run]) -> None:
         """All shadows at once with batched matmuls (same weights as one by one)."""
@@ -84,6 +109,31 @@ class ShadowTrainer:
         for run, state in zip(runs, states):
             run.state = state
             run.finish()
+
+
+def shadow_workers() -> int:
+    """Worker processes of the ``parallel`` engine: ``FEDMIST_SHADOW_WORKERS``, else one per core."""
+    env = os.environ.get("FEDMIST_SHADOW_WORKERS", "")
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ConfigError(f"FEDMIST_SHADOW_WORKERS must be a positive integer, got {env!r}")
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
+
+
+def _train_one(cfg: RunConfig, rows: np.ndarray, reference: np.ndarray) -> State:
+    """One shadow to completion in a worker process (same calls as the ``inprocess`` engine)."""
+    from fedmist.engine.inprocess import InProcessFederation
+    from fedmist.runner import train_run
+
+    run = open_run(cfg, None, members=rows, reference=reference)
+    train_run(run, InProcessFederation())
+    return run.state
 
 
 def shadow_trainer_factory(engine: str = "flower") -> Callable:

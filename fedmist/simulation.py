@@ -33,11 +33,13 @@ def simulate_runs(runs: Sequence[Run], clients: int, ray_address: str | None = N
     from flwr.simulation import run_simulation
 
     from clients.app import app as client_app
+    from fedmist.flower import dispatch
     from server.app import make_server_app
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     logging.getLogger("flwr").setLevel(logging.ERROR)
+    dispatch.install()
     first = runs[0].cfg
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -55,3 +55,20 @@ def test_stacked_shadows_equal_one_by_one(tiny_cfg: RunConfig) -> None:
     mist = ShadowTrainer(prepare_config(dataclasses.replace(tiny_cfg, epochs=1)), 0, engine="stacked")
     with pytest.raises(ConfigError, match="stacked shadow engine"):
         _train(mist, jobs[:1])
+
+
+def test_parallel_shadows_equal_in_process_shadows(tiny_cfg: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes (1 torch thread each) train the same weights as one by one in this process."""
+    target = prepare_config(dataclasses.replace(tiny_cfg, epochs=2))  # MIST: both phases, peers' predictions
+    rng = np.random.default_rng(2)
+    jobs = [(i, np.sort(rng.choice(np.arange(200), 100, replace=False))) for i in range(3)]
+    monkeypatch.setenv("FEDMIST_SHADOW_WORKERS", "2")
+    parallel = _train(ShadowTrainer(target, audit_seed=0, engine="parallel"), jobs)
+    plain = _train(ShadowTrainer(target, audit_seed=0, engine="inprocess"), jobs)
+    assert sorted(parallel) == [0, 1, 2]
+    for i in range(3):
+        for k in plain[i]:
+            torch.testing.assert_close(parallel[i][k], plain[i][k], rtol=0, atol=1e-6)
+    monkeypatch.setenv("FEDMIST_SHADOW_WORKERS", "two")
+    with pytest.raises(ConfigError, match="FEDMIST_SHADOW_WORKERS"):
+        _train(ShadowTrainer(target, audit_seed=0, engine="parallel"), jobs)
