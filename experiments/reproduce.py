@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--shadows", type=int, default=16)
     ap.add_argument("--shadows-for", action="append", default=[], help="DEFENSE=N, e.g. selena=4")
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--defenses", default=",".join(DEFENSES), help="rows of the defenses experiment")
     ap.add_argument("--attacks", default="loss,confidence,entropy,mentr,lira,rmia,class_nn")
     ap.add_argument("--out", type=Path, default=None, help="cells' directory (default runs/reproduce-<dataset>)")
     ap.add_argument("--shadow-engine", default="inprocess")
@@ -60,7 +61,7 @@ def main() -> None:
     out = args.out or ROOT / "runs" / f"reproduce-{args.dataset.replace(':', '-')}"
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.experiment == "defenses":
-        plan = [(d, d, {}) for d in DEFENSES]
+        plan = [(d, d, {}) for d in args.defenses.split(",") if d]
     else:
         plan = VARIANTS[args.experiment]
     cells = [make_cell(args.dataset, defense, seed, out, default_recipe(args.dataset, defense), overrides,

@@ -7,6 +7,7 @@ import os
 import warnings
 from collections.abc import Sequence
 
+from fedmist.errors import FederationError
 from fedmist.runner import Run
 
 
@@ -45,12 +46,23 @@ def simulate_runs(runs: Sequence[Run], clients: int, ray_address: str | None = N
         warnings.simplefilter("ignore", DeprecationWarning)
         # flwr.simulation.run_simulation is marked deprecated in favour of `flwr run`, which cannot
         # take Python objects; it is still the supported in-process entry point in flwr 1.42.
-        run_simulation(
-            server_app=make_server_app(runs, clients),
-            client_app=client_app,
-            num_supernodes=clients,
-            backend_config=backend_config(first.cpus_per_client, first.gpus_per_client, ray_address),
-        )
+        try:
+            run_simulation(
+                server_app=make_server_app(runs, clients),
+                client_app=client_app,
+                num_supernodes=clients,
+                backend_config=backend_config(first.cpus_per_client, first.gpus_per_client, ray_address),
+            )
+        except RuntimeError as err:
+            if "Ending simulation" not in str(err):
+                raise
+            # Flower has logged the engine's own traceback above; say what it means in one line.
+            done = [r.path for r in runs if r.path is not None]
+            raise FederationError(
+                "Flower's simulation engine stopped before training finished (see its log above; a "
+                "common cause is Ray timing out at start-up on an overloaded machine)"
+                + (f"; finished epochs are checkpointed in {done[0]}: rerun with --resume" if done else "")
+            ) from None
 
 
 def train_runs(runs: Sequence[Run], clients: int, engine: str = "flower") -> None:

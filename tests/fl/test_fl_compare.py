@@ -37,3 +37,36 @@ def test_table_and_plot(tmp_path) -> None:
         got = list(csv.DictReader(fh))
     assert [r["row"] for r in got] == ["FedAvg", "MIST-in-FL", "DP-FedAvg"] and got[1]["server_plr_0.1"] == "20.0"
     assert (tmp_path / "compare-fl.png").stat().st_size > 1000
+
+
+def test_compare_fl_end_to_end_then_reuses_finished_rows(tmp_path) -> None:
+    """Real subprocesses: three FL trainings with recorded updates, three threat audits each."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "cmp"
+    args = [sys.executable, "-m", "fedmist", "compare", "--mode", "fl", "--dataset", "synthetic:240x12x3",
+            "--defenses", "fedavg,mist,dpfedavg", "--out", str(out), "--bootstrap", "10",
+            "--set", "clients=3", "--set", "rounds=2", "--set", "model=mlp-small", "--set", "batch_size=20",
+            "--set", "train_size=120", "--set", "lambda=5", "--set", "fl_dp_noise=0.5"]
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    with open(out / "compare-fl.csv") as fh:
+        got = {r["row"]: r for r in csv.DictReader(fh)}
+    assert sorted(got) == ["DP-FedAvg", "FedAvg", "MIST-in-FL"]
+    for row in got.values():
+        assert row["rounds"] == "2"
+        for threat in ("server", "client", "outsider"):
+            assert 0.0 <= float(row[f"{threat}_auc"]) <= 1.0
+    assert float(got["DP-FedAvg"]["epsilon"]) > 0 and got["FedAvg"]["epsilon"] in ("", "nan")
+    for name in ("fedavg", "mist", "dpfedavg"):  # every threat's report, from the recorded run
+        run_dir = out / "runs" / name
+        assert {"audit.json", "audit-server.json", "audit-client0.json"} <= {p.name for p in run_dir.iterdir()}
+        assert json.loads((run_dir / "metrics.json").read_text())["summary"]["fl"]["rounds"] == 2
+    assert (out / "compare-fl.png").stat().st_size > 1000
+    mtime = (out / "runs" / "mist" / "model.pt").stat().st_mtime
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "runs" / "mist" / "model.pt").stat().st_mtime == mtime  # reused, not retrained
+    assert (out / "logs" / "mist.log").read_text().count("$ fedmist simulate") == 1
