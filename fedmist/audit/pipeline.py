@@ -21,7 +21,7 @@ from fedmist.audit.audit_set import AuditSet, build_audit_set, split_arrays
 from fedmist.audit.errors import AuditError
 from fedmist.audit.metrics import most_vulnerable_subset, vulnerable_subset_size
 from fedmist.audit.report import build_report, write_report
-from fedmist.audit.shadows import (ShadowLayout, TrainFn, balanced_keep, cache_key, clear_cache, load_layout,
+from fedmist.audit.shadows import (ShadowLayout, TrainFn, balanced_keep, cache_keys, clear_cache, load_layout,
                                    load_shadow_state, save_layout, train_shadows)
 
 # (loaded run, audit seed) -> train_fn(shadow_index, member_rows) -> state_dict
@@ -65,7 +65,7 @@ def prepare_shadows(run: Any, aset: AuditSet, x: torch.Tensor, labels: np.ndarra
     """
     cache_dir = Path(run.path) / "shadows"
     pool_keep = balanced_keep(n_shadows, len(aset.pool), seed)
-    key = cache_key(_recipe(run.config), seed, n_shadows, aset.rows, pool=aset.pool)
+    key = cache_keys(_recipe(run.config), seed, n_shadows, aset.rows, pool=aset.pool)
     if rebuild:
         clear_cache(cache_dir)
     trained = train_shadows(pool_keep, aset.pool, _LazyTrainFn(train_fn_factory, run, seed), cache_dir, key,

@@ -40,6 +40,13 @@ NON_TRAINING_KEYS = frozenset({"name", "data_dir", "device", "eval_every", "cpus
 NEUTRAL_LATER_FIELDS = {"reference_size": -1, "params": {}, "min_clients": 0, "validation_fraction": 0.0,
                         "predict_in_train_reply": True}
 
+# The federated-learning fields (``--mode fl``) arrived after caches of virtual-mode runs existed,
+# and caches made since include them at these defaults: a cache made with either key is accepted.
+FL_FIELDS = {"partition": "iid", "rounds": 0, "local_epochs": 1, "record_updates": False,
+             "max_record_gb": 4.0, "fl_dp_noise": 0.0, "fl_dp_clip": 1.0, "fl_dp_delta": 1e-05,
+             "active_attack": "", "active_targets": 100, "active_lr": 0.1, "active_steps": 1}
+Key = str | tuple[str, ...]  # a cache key, or the keys a cache may have been made with (first: new caches)
+
 TrainFn = Callable[[int, np.ndarray], Mapping[str, torch.Tensor]]
 
 
@@ -73,7 +80,20 @@ def cache_key(recipe: Mapping[str, Any], seed: int, n_shadows: int, indices: np.
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _check_meta(cache_dir: Path, key: str) -> dict | None:
+def cache_keys(recipe: Mapping[str, Any], seed: int, n_shadows: int, indices: np.ndarray,
+               pool: np.ndarray | None = None) -> tuple[str, ...]:
+    """The key of a new cache, then the key the same recipe had before the FL fields existed."""
+    key = cache_key(recipe, seed, n_shadows, indices, pool)
+    before_fl = {k: v for k, v in recipe.items() if not (k in FL_FIELDS and v == FL_FIELDS[k])}
+    old = cache_key(before_fl, seed, n_shadows, indices, pool)
+    return (key,) if old == key else (key, old)
+
+
+def _accepted(key: Key) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else tuple(key)
+
+
+def _check_meta(cache_dir: Path, key: Key) -> dict | None:
     """The meta of an existing cache made with ``key``; None when there is none; error otherwise."""
     path = cache_dir / "meta.json"
     if not path.is_file():
@@ -82,7 +102,7 @@ def _check_meta(cache_dir: Path, key: str) -> dict | None:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError:
         raise AuditError(f"shadow cache {cache_dir} has a corrupt meta.json; {REBUILD_HINT}") from None
-    if meta.get("key") != key:
+    if meta.get("key") not in _accepted(key):
         raise AuditError(f"shadow cache {cache_dir} was made by another recipe, seed or audit set; {REBUILD_HINT}")
     return meta
 
@@ -102,8 +122,8 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
     _save_atomic(path, write)
 
 
-def _write_meta(cache_dir: Path, key: str, n_shadows: int) -> None:
-    meta = {"format": FORMAT, "key": key, "n_shadows": int(n_shadows)}
+def _write_meta(cache_dir: Path, key: Key, n_shadows: int) -> None:
+    meta = {"format": FORMAT, "key": _accepted(key)[0], "n_shadows": int(n_shadows)}
     _save_atomic(Path(cache_dir) / "meta.json", lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
 
 
@@ -117,7 +137,7 @@ def clear_cache(cache_dir: Path) -> None:
         shutil.rmtree(cache_dir)
 
 
-def train_shadows(keep: np.ndarray, indices: np.ndarray, train_fn: TrainFn, cache_dir: Path, key: str,
+def train_shadows(keep: np.ndarray, indices: np.ndarray, train_fn: TrainFn, cache_dir: Path, key: Key,
                   progress: bool = True) -> list[int]:
     """Train the shadows whose model file is missing; return the indices trained now.
 
@@ -190,7 +210,7 @@ class ShadowLayout:
 _ARRAYS = {"indices": np.int64, "keep": bool, "scores": np.float64, "target_scores": np.float64, "logits": np.float32}
 
 
-def save_layout(cache_dir: Path, layout: ShadowLayout, key: str) -> None:
+def save_layout(cache_dir: Path, layout: ShadowLayout, key: Key) -> None:
     """Write the LiRA arrays next to the models of the cache made with ``key``."""
     cache_dir = Path(cache_dir)
     if _check_meta(cache_dir, key) is None:
@@ -199,7 +219,7 @@ def save_layout(cache_dir: Path, layout: ShadowLayout, key: str) -> None:
         _save_npy(cache_dir / f"{name}.npy", np.asarray(getattr(layout, name), dtype=dtype))
 
 
-def load_layout(cache_dir: Path, key: str) -> ShadowLayout | None:
+def load_layout(cache_dir: Path, key: Key) -> ShadowLayout | None:
     """The cached LiRA arrays, or None when they have not been written yet.
 
     Raises AuditError when the cache was made with another key.

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fedmist.audit.errors import AuditError
-from fedmist.audit.shadows import (ShadowLayout, balanced_keep, cache_key, load_layout, load_shadow_state,
-                                   model_path, save_layout, train_shadows)
+from fedmist.audit.shadows import (FL_FIELDS, ShadowLayout, balanced_keep, cache_key, cache_keys, load_layout,
+                                   load_shadow_state, model_path, save_layout, train_shadows)
 from fedmist.data.synthetic import make_synthetic
 
 
@@ -36,6 +36,27 @@ def test_cache_key_is_about_content():
     assert key != cache_key(recipe, 0, 8, idx[::-1])
     assert key != cache_key(recipe, 0, 8, idx, pool=np.arange(20))
     assert len(key) == 64
+
+
+def test_a_cache_made_before_the_fl_fields_existed_is_still_accepted(tmp_path):
+    """A virtual-mode run's cache keyed without the FL fields keeps working; a new cache gets the
+    current key; a real change (λ) or a non-default FL field still invalidates."""
+    old_recipe = {"dataset": "location", "defense": "sgd", "lam": 14.0, "mode": "virtual"}
+    now = dict(old_recipe, **FL_FIELDS)  # what the same run's config holds today
+    idx = np.arange(10)
+    old_key = cache_key(old_recipe, 0, 2, idx)
+    keys = cache_keys(now, 0, 2, idx)
+    assert keys == (cache_key(now, 0, 2, idx), old_key)
+    keep = balanced_keep(2, 10, seed=0)
+    layout = ShadowLayout(indices=idx, keep=keep, scores=np.zeros((2, 10, 1)), target_scores=np.zeros((1, 10, 1)),
+                          logits=np.zeros((2, 10, 3), np.float32))
+    save_layout(tmp_path / "old", layout, old_key)  # written by fedmist before FL mode
+    assert load_layout(tmp_path / "old", keys) is not None
+    save_layout(tmp_path / "new", layout, keys)
+    assert json.loads((tmp_path / "new" / "meta.json").read_text())["key"] == keys[0]
+    for changed in (dict(now, lam=2.0), dict(now, rounds=5)):
+        with pytest.raises(AuditError, match="another recipe"):
+            load_layout(tmp_path / "old", cache_keys(changed, 0, 2, idx))
 
 
 CFG = dict(n_rows=120, n_features=20, num_classes=4, epochs=30)
