@@ -35,6 +35,27 @@ def whitebox_features(model: nn.Module, x: torch.Tensor, labels: np.ndarray, bat
     """
     model.eval()
     device = model_device(model)
+    linear_only = _linear_layers_of_every_parameter(model)
+    sq_norms = (_linear_grad_sq_norms(model, linear_only) if linear_only is not None
+                else _vmap_grad_sq_norms(model))
+    y_all = torch.as_tensor(labels, dtype=torch.long)
+    rows = []
+    for i in range(0, len(x), batch_size):
+        xb = torch.as_tensor(x[i:i + batch_size]).to(device, torch.float32)
+        yb = y_all[i:i + batch_size].to(device)
+        sq = sq_norms(xb, yb)  # (b, P) squared per-example gradient norms, per parameter tensor
+        norms = torch.cat([sq, sq.sum(1, keepdim=True)], dim=1).sqrt()
+        logits, acts = _forward_with_activations(model, xb)
+        loss = F.cross_entropy(logits.double(), yb, reduction="none")[:, None]
+        rows.append(torch.cat([torch.log(norms + 1e-30), loss, acts], dim=1).cpu())
+    return torch.cat(rows).numpy()
+
+
+SqNorms = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _vmap_grad_sq_norms(model: nn.Module) -> SqNorms:
+    """Any model: materialise every per-example gradient with ``vmap(grad)`` (memory ~ batch × model)."""
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
 
@@ -43,18 +64,49 @@ def whitebox_features(model: nn.Module, x: torch.Tensor, labels: np.ndarray, bat
         return F.cross_entropy(out, yi.unsqueeze(0))
 
     per_example_grads = vmap(grad(loss_one), in_dims=(None, None, 0, 0))
-    y_all = torch.as_tensor(labels, dtype=torch.long)
-    rows = []
-    for i in range(0, len(x), batch_size):
-        xb = torch.as_tensor(x[i:i + batch_size]).to(device, torch.float32)
-        yb = y_all[i:i + batch_size].to(device)
+
+    def sq_norms(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         g = per_example_grads(params, buffers, xb, yb)
-        sq = torch.stack([t.flatten(1).double().pow(2).sum(1) for t in g.values()], dim=1)  # (b, P)
-        norms = torch.cat([sq, sq.sum(1, keepdim=True)], dim=1).sqrt()
-        logits, acts = _forward_with_activations(model, xb)
-        loss = F.cross_entropy(logits.double(), yb, reduction="none")[:, None]
-        rows.append(torch.cat([torch.log(norms + 1e-30), loss, acts], dim=1).cpu())
-    return torch.cat(rows).numpy()
+        return torch.stack([t.flatten(1).double().pow(2).sum(1) for t in g.values()], dim=1)
+    return sq_norms
+
+
+def _linear_layers_of_every_parameter(model: nn.Module) -> list[tuple[nn.Linear, str]] | None:
+    """(layer, "weight"|"bias") for each parameter in ``named_parameters`` order, when every
+    parameter belongs to an ``nn.Linear`` (the tabular MLPs); None otherwise."""
+    owner = {id(p): (m, kind) for m in model.modules() if isinstance(m, nn.Linear)
+             for kind, p in (("weight", m.weight), ("bias", m.bias)) if p is not None}
+    out = [owner.get(id(p)) for _, p in model.named_parameters()]
+    return None if any(o is None for o in out) else out  # type: ignore[return-value]
+
+
+def _linear_grad_sq_norms(model: nn.Module, layers: list[tuple[nn.Linear, str]]) -> SqNorms:
+    """Linear layers only: example i's gradient of W is δ_i a_iᵀ (δ: gradient at the layer's
+    output, a: its input), so ‖∂L_i/∂W‖² = ‖δ_i‖²·‖a_i‖² and ‖∂L_i/∂b‖² = ‖δ_i‖², from one
+    batched backward pass (the "ghost norm" identity Opacus's ghost clipping uses). Same numbers
+    as ``vmap(grad)``, without materialising batch × model gradients (~100x faster here)."""
+    linears = list(dict.fromkeys(m for m, _ in layers))
+
+    def sq_norms(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        inputs: dict[int, torch.Tensor] = {}
+        outputs: dict[int, torch.Tensor] = {}
+
+        def keep(m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            inputs[id(m)] = inp[0].detach()
+            outputs[id(m)] = out
+
+        hooks = [m.register_forward_hook(keep) for m in linears]
+        try:
+            with torch.enable_grad():
+                loss = F.cross_entropy(model(xb), yb, reduction="sum")  # Σ_i L_i: δ rows are per example
+                deltas = torch.autograd.grad(loss, [outputs[id(m)] for m in linears])
+        finally:
+            for h in hooks:
+                h.remove()
+        d_sq = {id(m): d.double().flatten(1).pow(2).sum(1) for m, d in zip(linears, deltas)}
+        a_sq = {id(m): inputs[id(m)].double().flatten(1).pow(2).sum(1) for m in linears}
+        return torch.stack([d_sq[id(m)] * (a_sq[id(m)] if kind == "weight" else 1.0) for m, kind in layers], dim=1)
+    return sq_norms
 
 
 @torch.no_grad()

@@ -145,3 +145,19 @@ def test_context_for_model_attacks_runs_everything():
     again = run_attacks(["canary", "label_only", "random_perturbation"], ctx)
     for name in out:  # seeded: the same context gives the same scores
         np.testing.assert_array_equal(out[name], again[name])
+
+
+def test_whitebox_ghost_norms_equal_materialised_per_example_gradients():
+    """The Linear-only fast path gives vmap(grad)'s per-tensor norms; other models use vmap."""
+    from fedmist.attacks.whitebox import _linear_grad_sq_norms, _linear_layers_of_every_parameter, _vmap_grad_sq_norms
+
+    torch.manual_seed(1)
+    model = MLP(6, 4, hidden=(8, 5)).eval()
+    x, y = torch.randn(11, 6), torch.randint(0, 4, (11,))
+    layers = _linear_layers_of_every_parameter(model)
+    assert layers is not None and [kind for _, kind in layers] == ["weight", "bias"] * 3
+    fast = _linear_grad_sq_norms(model, layers)(x, y)
+    slow = _vmap_grad_sq_norms(model)(x, y)
+    assert fast.shape == (11, 6)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-12)
+    assert _linear_layers_of_every_parameter(Halfplane(torch.ones(3))) is None  # a bare parameter
