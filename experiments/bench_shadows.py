@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import multiprocessing
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -28,7 +27,7 @@ from fedmist.config import RunConfig
 from fedmist.engine.workspace import get_workspace
 from fedmist.recipes import default_recipe
 from fedmist.runner import prepare_config
-from fedmist.shadow_training import ShadowTrainer
+from fedmist.shadow_training import ShadowTrainer, available_cores
 
 
 def linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
@@ -103,7 +102,7 @@ def main() -> None:
     macs = sum(i * o for i, o in shapes)
     n_train = len(pool) // 2
     flops = shadow_flops(cfg, n_train, n_train + 1010, shapes)
-    cores = len(os.sched_getaffinity(0))
+    cores = available_cores()
     bare_threads = bare_gemm_rate(shapes, cfg.batch_size)
     bare_cores = bare_gemm_rate_per_core(shapes, cfg.batch_size, cores)
     bare = max(bare_threads, bare_cores)

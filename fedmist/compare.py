@@ -187,8 +187,8 @@ def highest_over_attacks(audit: dict) -> dict:
 
 def _workers_per_cell(jobs: int) -> int:
     """The ``parallel`` shadow engine's processes per cell, so ``--jobs`` cells share the cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, jobs))
+    from fedmist.shadow_training import available_cores
+    return max(1, available_cores() // max(1, jobs))
 
 
 def run_cells(cells: Sequence[Cell], settings: CompareSettings, log_dir: Path,

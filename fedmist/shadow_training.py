@@ -49,22 +49,23 @@ class ShadowTrainer:
         return out[i]
 
     def train_all(self, jobs: list[tuple[int, np.ndarray]], done: Callable[[int, State], None]) -> None:
-        runs: list[Run] = []
         # A defense's reference rows are the target's, outside the audit pool the shadows draw from.
         reference = split_for(prepare_config(dataclasses.replace(self.base))).reference
+        if self.engine == "parallel" and min(len(jobs), shadow_workers()) > 1:
+            self._train_parallel(jobs, reference, done)  # the workers open their own runs
+            return
+        runs: list[Run] = []
         for i, rows in jobs:
             run = open_run(self.config_for(i), None, members=rows, reference=reference)
             run.on_finish = lambda r, i=i: done(i, r.state)
             runs.append(run)
         if self.engine == "stacked":
             self._train_stacked(runs)
-        elif self.engine == "parallel":
-            self._train_parallel(runs, jobs, reference, done)
-        else:
+        else:  # flower, inprocess, or parallel with a single worker (the same functions)
             from fedmist.simulation import train_runs
-            train_runs(runs, self.base.clients, self.engine)
+            train_runs(runs, self.base.clients, "inprocess" if self.engine == "parallel" else self.engine)
 
-    def _train_parallel(self, runs: list[Run], jobs: list[tuple[int, np.ndarray]], reference: np.ndarray,
+    def _train_parallel(self, jobs: list[tuple[int, np.ndarray]], reference: np.ndarray,
                         done: Callable[[int, State], None]) -> None:
         """Whole shadows in worker processes, one torch thread each (the ``inprocess`` functions).
 
@@ -72,16 +73,12 @@ class ShadowTrainer:
         but ~145 GFLOP/s as two 1-thread processes here, and a shadow is independent work, so
         splitting by shadow beats splitting each matmul. Weights equal ``inprocess``'s (tested).
         """
-        workers = min(len(runs), shadow_workers())
-        if workers <= 1:
-            from fedmist.simulation import train_runs
-            train_runs(runs, self.base.clients, "inprocess")
-            return
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        workers = min(len(jobs), shadow_workers())
+        threads = max(1, available_cores() // workers)
         # spawn, not fork: a forked child of a process whose OpenMP pool already ran can hang.
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
-            futures = {pool.submit(_train_one, run.cfg, rows, reference): i for run, (i, rows) in zip(runs, jobs)}
+            futures = {pool.submit(_train_one, self.config_for(i), rows, reference): i for i, rows in jobs}
             for fut in as_completed(futures):
                 done(futures[fut], fut.result())
 
@@ -118,6 +115,11 @@ def shadow_workers() -> int:
         if not env.isdigit() or int(env) < 1:
             raise ConfigError(f"FEDMIST_SHADOW_WORKERS must be a positive integer, got {env!r}")
         return int(env)
+    return available_cores()
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells, else the CPU count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
