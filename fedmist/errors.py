@@ -1,5 +1,7 @@
 """Errors a user can cause. The CLI prints their message on one line and exits with code 2."""
 
+import math
+
 
 class FedmistError(Exception):
     """Base class for every error caused by user input (bad config, missing data, ...)."""
@@ -19,3 +21,10 @@ class RunDirError(FedmistError):
 
 class FederationError(FedmistError):
     """A client failed, replied with bad arrays, or the federation could not proceed."""
+
+
+def require_finite(name: str, value: float, *, positive: bool, must: str) -> None:
+    """ConfigError ``"{name} must be {must}, got {value}"`` unless ``value`` is finite and > 0
+    (``positive``) or >= 0: the one check behind every noise scale, clip norm and budget knob."""
+    if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+        raise ConfigError(f"{name} must be {must}, got {value}")

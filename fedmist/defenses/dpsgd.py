@@ -21,7 +21,7 @@ from torch import nn
 
 from fedmist.config import RunConfig
 from fedmist.defenses.registry import DefenseSpec, register_defense
-from fedmist.errors import ConfigError
+from fedmist.errors import ConfigError, require_finite
 from fedmist.training.batches import gather
 from fedmist.training.local import make_optimizer
 from fedmist.training.steps import StepContext, register_step
@@ -56,16 +56,14 @@ class DPSGDParams:
     clipping: str = "ghost"
 
     def check(self) -> None:
-        if not (self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)):
-            raise ConfigError(f"dpsgd: noise_multiplier must be a finite number >= 0, got {self.noise_multiplier}")
-        if not (self.max_grad_norm > 0 and math.isfinite(self.max_grad_norm)):
-            raise ConfigError(f"dpsgd: max_grad_norm must be positive, got {self.max_grad_norm}")
+        require_finite("dpsgd: noise_multiplier", self.noise_multiplier, positive=False, must="a finite number >= 0")
+        require_finite("dpsgd: max_grad_norm", self.max_grad_norm, positive=True, must="positive")
         if not 0 < self.delta < 1:
             raise ConfigError(f"dpsgd: delta must be in (0, 1), got {self.delta}")
         if self.clipping not in CLIPPING_MODES:
             raise ConfigError(f"dpsgd: clipping must be one of {', '.join(CLIPPING_MODES)}, got {self.clipping!r}")
-        if not (self.target_epsilon >= 0 and math.isfinite(self.target_epsilon)):
-            raise ConfigError(f"dpsgd: target_epsilon must be >= 0 (0 = use noise_multiplier), got {self.target_epsilon}")
+        require_finite("dpsgd: target_epsilon", self.target_epsilon, positive=False,
+                       must=">= 0 (0 = use noise_multiplier)")
 
 
 # --- sampling and accounting ------------------------------------------------------------------

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
-from fedmist.errors import ConfigError
+from fedmist.errors import ConfigError, require_finite
 
 if TYPE_CHECKING:
     from fedmist.config import RunConfig
@@ -37,12 +36,9 @@ def check_fl_config(cfg: "RunConfig") -> None:
         raise ConfigError(f"rounds must be >= 0 (0 = epochs), got {cfg.rounds}")
     if cfg.local_epochs < 1:
         raise ConfigError(f"local_epochs must be >= 1, got {cfg.local_epochs}")
-    if not (cfg.max_record_gb > 0 and math.isfinite(cfg.max_record_gb)):
-        raise ConfigError(f"max_record_gb must be a positive number, got {cfg.max_record_gb}")
-    if not (cfg.fl_dp_noise >= 0 and math.isfinite(cfg.fl_dp_noise)):
-        raise ConfigError(f"fl_dp_noise must be a finite number >= 0, got {cfg.fl_dp_noise}")
-    if not (cfg.fl_dp_clip > 0 and math.isfinite(cfg.fl_dp_clip)):
-        raise ConfigError(f"fl_dp_clip must be positive, got {cfg.fl_dp_clip}")
+    require_finite("max_record_gb", cfg.max_record_gb, positive=True, must="a positive number")
+    require_finite("fl_dp_noise", cfg.fl_dp_noise, positive=False, must="a finite number >= 0")
+    require_finite("fl_dp_clip", cfg.fl_dp_clip, positive=True, must="positive")
     if not 0 < cfg.fl_dp_delta < 1:
         raise ConfigError(f"fl_dp_delta must be in (0, 1), got {cfg.fl_dp_delta}")
     if cfg.fl_dp_noise > 0 and cfg.defense != "sgd":
