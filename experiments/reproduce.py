@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +46,12 @@ WHY_NO_SHADOWS = ("Without shadow models only the threshold attacks (loss, confi
                   "rows rank variants against each other; the paper's numbers and ours with 16 shadows are in "
                   "location-compare-s0.md and location-audit-s0.md. The paper tunes λ for < 1 point of accuracy "
                   "drop; the Table 7 recipe (λ = 14) costs ~18 points here (see the λ sweep).")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the project when it is inside it (reports carry no machine paths)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def main() -> None:
@@ -83,9 +90,9 @@ def main() -> None:
     table = aggregate(rows)
     paper = PAPER_HIGHEST_PLR.get(args.dataset.split(":")[0], {})
     lines = [f"# {args.dataset}: {args.experiment} (reproduction of MIST, USENIX Security 2024)", "",
-             f"`python experiments/reproduce.py {args.experiment} --dataset {args.dataset} --shadows {args.shadows} "
-             f"--seeds {args.seeds}`; attacks: {', '.join(settings.attacks)}; CPU ({platform.machine()}), "
-             f"{len(seeds)} seed(s); run directories under `{out}`.", "", markdown_table(table), ""]
+             f"`python experiments/reproduce.py {' '.join(sys.argv[1:])}`; attacks: {', '.join(settings.attacks)}; "
+             f"CPU ({platform.machine()}), {len(seeds)} seed(s); run directories under `{_shown(out)}`.", "",
+             markdown_table(table), ""]
     if paper:
         lines += ["| row | highest PLR@0.1 % (ours) | paper | ours − paper |", "|---|---|---|---|"]
         for t in table:
@@ -95,12 +102,12 @@ def main() -> None:
         lines += ["", WHY if args.shadows else WHY_NO_SHADOWS]
     failed = [c.name for c in cells if isinstance(results[c.name], Exception)]
     if failed:
-        lines += ["", f"Not finished / failed: {', '.join(failed)} (logs under `{out / 'logs'}`)."]
+        lines += ["", f"Not finished / failed: {', '.join(failed)} (logs under `{_shown(out / 'logs')}`)."]
     dest = ROOT / "experiments" / "results" / f"{args.dataset.replace(':', '-')}-{args.experiment}.md"
     dest.write_text("\n".join(lines) + "\n")
     plot_tradeoff(table, dest.with_suffix(".png"))
     print("\n".join(lines))
-    print(f"wrote {dest} and {dest.with_suffix('.png')}")
+    print(f"wrote {_shown(dest)} and {_shown(dest.with_suffix('.png'))}")
 
 
 if __name__ == "__main__":
