@@ -6,6 +6,11 @@ The compute-bound floor is about (2 + (C-1)/3)x SGD: one phase-1 pass, one phase
 forward predictions per example.
 
     python experiments/bench_epoch.py --dataset location --epochs 8
+    python experiments/bench_epoch.py --dataset synthetic:texas --epochs 3     # Texas100's shapes
+    python experiments/bench_epoch.py --dataset synthetic:cifar100 --model resnet18 --train-size 2000 --epochs 2
+
+``--train-size`` trims the members (the ratio is per example, so a CIFAR ResNet-18 epoch on the CPU
+can be measured on a slice); the default is the paper's size for the dataset.
 """
 
 from __future__ import annotations
@@ -27,9 +32,13 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default="", help="default: the dataset's (mlp; alexnet for CIFAR)")
+    ap.add_argument("--train-size", type=int, default=0, help="members; 0 = the paper's size for the dataset")
+    ap.add_argument("--batch-size", type=int, default=100)
     args = ap.parse_args()
     med = statistics.median
-    common = dict(dataset=args.dataset, epochs=args.epochs, seed=args.seed, eval_every=args.epochs + 1)
+    common = dict(dataset=args.dataset, epochs=args.epochs, seed=args.seed, eval_every=args.epochs + 1,
+                  train_size=args.train_size, batch_size=args.batch_size, **({"model": args.model} if args.model else {}))
     mist = prepare_config(RunConfig(defense="mist", clients=args.clients, lam=14.0, **common))
     sgd = prepare_config(RunConfig(defense="sgd", **common))
     sgd_flower_1cpu = med(flower(sgd)[0])
@@ -38,7 +47,8 @@ def main() -> None:
     threads = max(torch.get_num_threads(), 2)
     sgd_plain, mist_plain = med(plain_loop(sgd, threads)), med(plain_loop(mist, threads))
     floor = 2 + (args.clients - 1) / 3
-    print(f"{args.dataset}: C={args.clients}, {args.epochs} epochs, seed {args.seed}, CPU "
+    print(f"{args.dataset}: model {mist.model}, {mist.train_size} members, batch {mist.batch_size}, "
+          f"C={args.clients}, {args.epochs} epochs, seed {args.seed}, {'GPU' if torch.cuda.is_available() else 'CPU'} "
           f"(compute-bound floor {floor:.2f}x)")
     print(f"SGD  flower (1 client, 1 CPU) : {sgd_flower_1cpu:.3f} s/epoch")
     print(f"SGD  flower (1 client, 2 CPUs): {sgd_flower:.3f} s/epoch")

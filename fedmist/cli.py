@@ -28,7 +28,7 @@ def _attach_subcommands() -> None:
 
 @app.command()
 def simulate(
-    dataset: str = typer.Option("location", help="location, texas, purchase, cifar10, cifar100, synthetic[:texas|:purchase|:RxFxK]"),
+    dataset: str = typer.Option("location", help="location, texas, purchase, cifar10, cifar100, synthetic[:texas|:purchase|:cifar10|:cifar100|:RxFxK]"),
     defense: str = typer.Option("mist", help="mist, subspace (phase 1 only) or sgd (1-client baseline)"),
     clients: Optional[int] = typer.Option(None, help="number of sub-models / virtual SuperNodes (C)"),
     recipe: Optional[Path] = typer.Option(None, help="TOML recipe; default experiments/recipes/<dataset>-<defense>.toml"),

@@ -41,6 +41,8 @@ register_dataset("texas", _lazy("fedmist.data.texas", "load_texas"))
 register_dataset("purchase", _lazy("fedmist.data.purchase", "load_purchase"))
 register_dataset("synthetic:texas", _lazy("fedmist.data.texas", "synthetic_texas", seeded=True))
 register_dataset("synthetic:purchase", _lazy("fedmist.data.purchase", "synthetic_purchase", seeded=True))
+register_dataset("synthetic:cifar10", _lazy("fedmist.data.cifar", "synthetic_cifar10", seeded=True))
+register_dataset("synthetic:cifar100", _lazy("fedmist.data.cifar", "synthetic_cifar100", seeded=True))
 register_dataset("cifar10", _lazy("fedmist.data.cifar", "load_cifar10"))
 register_dataset("cifar100", _lazy("fedmist.data.cifar", "load_cifar100"))
 
@@ -52,7 +54,8 @@ def parse_synthetic(name: str) -> dict[str, int] | None:
     if name.startswith("synthetic:") and name not in DATASETS:
         match = re.fullmatch(r"synthetic:(\d+)x(\d+)x(\d+)", name)
         if match is None:
-            raise ConfigError(f"unknown dataset {name!r}; use synthetic:texas, synthetic:purchase or "
+            raise ConfigError(f"unknown dataset {name!r}; use synthetic:texas, synthetic:purchase, "
+                              "synthetic:cifar10, synthetic:cifar100 or "
                               "synthetic:ROWSxFEATURESxCLASSES")
         rows, feats, classes = (int(v) for v in match.groups())
         return {"n_rows": rows, "n_features": feats, "num_classes": classes}
