@@ -159,10 +159,16 @@ def cell_row(cell: Cell) -> dict:
     row = {"defense": cell.label or cell.defense, "seed": cell.seed, "test_acc": metrics["test_acc"],
            "train_acc": metrics["train_acc"], "train_seconds": metrics["wall_time"],
            "peak_rss_mb": cost.get("peak_rss_mb", float("nan")),
-           "epsilon": metrics.get("defense", {}).get("epsilon", float("nan")),
+           "epsilon": dp_epsilon(metrics.get("defense", {})),
            "n_shadows": audit["audit"]["n_shadows"], "run_dir": str(cell.run_dir)}
     row.update(highest_over_attacks(audit))
     return row
+
+
+def dp_epsilon(defense_metrics: dict) -> float:
+    """The differential-privacy ε of a run (reported with its δ), NaN for defenses without one;
+    runs of MemGuard before it named its L1 budget ``l1_budget`` reported it as ``epsilon``."""
+    return float(defense_metrics["epsilon"]) if "delta" in defense_metrics else float("nan")
 
 
 def highest_over_attacks(audit: dict) -> dict:
@@ -285,10 +291,11 @@ def plot_tradeoff(table: Sequence[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for t in table:
+    # Neighbours in accuracy get their labels on alternate sides, so close points stay readable.
+    for k, t in enumerate(sorted(table, key=lambda t: t["test_acc"])):
         ax.scatter(100 * t["test_acc"], t["plr_0.1"], s=40)
-        ax.annotate(t["defense"], (100 * t["test_acc"], t["plr_0.1"]), textcoords="offset points", xytext=(4, 4),
-                    fontsize=8)
+        ax.annotate(t["defense"], (100 * t["test_acc"], t["plr_0.1"]), textcoords="offset points",
+                    xytext=(4, 4) if k % 2 == 0 else (4, -11), fontsize=8)
     ax.set_yscale("log")
     ax.set_xlabel("test accuracy (%)")
     ax.set_ylabel("highest PLR @ 0.1% FPR over all attacks")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import json
 import os
 import shutil
@@ -145,3 +146,13 @@ def _forget_cluster(before: str | None) -> None:
         RAY_CURRENT_CLUSTER.unlink(missing_ok=True)
     else:
         RAY_CURRENT_CLUSTER.write_text(before)
+
+
+def test_epsilon_column_is_dp_only():
+    """The table's ε is a DP budget: DP-SGD's (reported with δ) shows, MemGuard's L1 distortion
+    budget (old runs called it ``epsilon``) does not."""
+    from fedmist.compare import dp_epsilon
+
+    assert dp_epsilon({"epsilon": 73.3, "delta": 1e-5, "noise_multiplier": 0.5}) == 73.3
+    assert math.isnan(dp_epsilon({"epsilon": 1.0, "defender_train_acc": 0.6}))
+    assert math.isnan(dp_epsilon({}))

@@ -123,7 +123,7 @@ def train_defender(run) -> dict:
     g, acc = fit_defender(probs, labels, p, seed=cfg.seed)
     run.state = {**run.state, **{PREFIX + k: v.detach().cpu().clone() for k, v in g.state_dict().items()}}
     return {"defender_train_acc": acc, "defender_members": int(len(members)),
-            "defender_nonmembers": int(len(split.reference)), "epsilon": p.epsilon}
+            "defender_nonmembers": int(len(split.reference)), "l1_budget": p.epsilon}
 
 
 # --- query time: Phases I and II --------------------------------------------------------------

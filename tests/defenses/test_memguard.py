@@ -52,6 +52,7 @@ def test_training_is_one_client_with_a_reference_set_and_stores_the_defender(tra
     report = json.loads((trained.path / "metrics.json").read_text())["summary"]["defense"]
     assert report["defender_members"] == report["defender_nonmembers"] == 12
     assert 0.5 <= report["defender_train_acc"] <= 1.0
+    assert report["l1_budget"] == 1.0 and "epsilon" not in report  # not a DP epsilon
 
 
 def test_released_vectors_keep_the_label_and_are_probabilities(trained: Run) -> None:
