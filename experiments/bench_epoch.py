@@ -7,7 +7,7 @@ forward predictions per example.
 
     python experiments/bench_epoch.py --dataset location --epochs 8
     python experiments/bench_epoch.py --dataset synthetic:texas --epochs 3     # Texas100's shapes
-    python experiments/bench_epoch.py --dataset synthetic:cifar100 --model resnet18 --train-size 2000 --epochs 2
+    python experiments/bench_epoch.py --dataset synthetic:cifar100 --model resnet18 --train-size 200 --epochs 2
 
 ``--train-size`` trims the members (the ratio is per example, so a CIFAR ResNet-18 epoch on the CPU
 can be measured on a slice); the default is the paper's size for the dataset.
