@@ -21,7 +21,8 @@ import statistics
 import torch
 
 from fedmist.config import RunConfig
-from fedmist.runner import prepare_config
+from fedmist.engine.workspace import model_name_for
+from fedmist.runner import default_train_size, prepare_config
 
 from bench_overhead import flower, plain_loop  # noqa: E402  (same folder)
 
@@ -47,7 +48,8 @@ def main() -> None:
     threads = max(torch.get_num_threads(), 2)
     sgd_plain, mist_plain = med(plain_loop(sgd, threads)), med(plain_loop(mist, threads))
     floor = 2 + (args.clients - 1) / 3
-    print(f"{args.dataset}: model {mist.model}, {mist.train_size} members, batch {mist.batch_size}, "
+    members = default_train_size(mist, 0) or "half the rows as"
+    print(f"{args.dataset}: model {model_name_for(mist)}, {members} members, batch {mist.batch_size}, "
           f"C={args.clients}, {args.epochs} epochs, seed {args.seed}, {'GPU' if torch.cuda.is_available() else 'CPU'} "
           f"(compute-bound floor {floor:.2f}x)")
     print(f"SGD  flower (1 client, 1 CPU) : {sgd_flower_1cpu:.3f} s/epoch")
