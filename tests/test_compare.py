@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import json
+import math
 import os
 import shutil
 import socket
@@ -139,9 +139,10 @@ def test_compare_runs_on_an_existing_ray_cluster(tmp_path: Path) -> None:
 
 
 def _forget_cluster(before: str | None) -> None:
-    """`ray start --head` records its address in /tmp/ray/ray_current_cluster and leaves it there
-    after the head stops; a later plain `ray.init()` (Flower's own simulation under `flwr run`)
-    would then try to join the dead cluster and hang. Put the file back as it was."""
+    """`ray start --head` records its address in ``RAY_CURRENT_CLUSTER`` (ray/ray_current_cluster in
+    the system temp directory) and leaves it there after the head stops; a later plain `ray.init()`
+    (Flower's own simulation under `flwr run`) would then try to join the dead cluster and hang.
+    Put the file back as it was."""
     if before is None:
         RAY_CURRENT_CLUSTER.unlink(missing_ok=True)
     else:
