@@ -11,6 +11,10 @@ forward predictions per example.
 
 ``--train-size`` trims the members (the ratio is per example, so a CIFAR ResNet-18 epoch on the CPU
 can be measured on a slice); the default is the paper's size for the dataset.
+
+``--device cuda``: the C MIST clients share the GPU concurrently (1/C of it each, Flower's fractional
+``num_gpus``), the 1-client SGD federation holds all of it, and every measurement prints the GPU
+utilization and peak device memory that ``nvidia-smi`` saw while it ran.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from fedmist.engine.workspace import model_name_for
 from fedmist.runner import default_train_size, prepare_config
 
 from bench_overhead import flower, plain_loop  # noqa: E402  (same folder)
+from gpu_monitor import GpuMonitor  # noqa: E402
 
 
 def main() -> None:
@@ -36,21 +41,36 @@ def main() -> None:
     ap.add_argument("--model", default="", help="default: the dataset's (mlp; alexnet for CIFAR)")
     ap.add_argument("--train-size", type=int, default=0, help="members; 0 = the paper's size for the dataset")
     ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     med = statistics.median
+    gpu = args.device != "cpu"
     common = dict(dataset=args.dataset, epochs=args.epochs, seed=args.seed, eval_every=args.epochs + 1,
-                  train_size=args.train_size, batch_size=args.batch_size, **({"model": args.model} if args.model else {}))
-    mist = prepare_config(RunConfig(defense="mist", clients=args.clients, lam=14.0, **common))
-    sgd = prepare_config(RunConfig(defense="sgd", **common))
-    sgd_flower_1cpu = med(flower(sgd)[0])
-    sgd_flower = med(flower(RunConfig(**{**sgd.to_dict(), "cpus_per_client": 2.0}))[0])
-    mist_flower = med(flower(mist)[0])
+                  train_size=args.train_size, batch_size=args.batch_size, device=args.device,
+                  **({"model": args.model} if args.model else {}))
+    mist = prepare_config(RunConfig(defense="mist", clients=args.clients, lam=14.0,
+                                    gpus_per_client=1.0 / args.clients if gpu else 0.0, **common))
+    sgd = prepare_config(RunConfig(defense="sgd", gpus_per_client=1.0 if gpu else 0.0, **common))
+    gpu_lines: list[str] = []
+
+    def measured(name: str, fn):
+        with GpuMonitor() as mon:
+            out = fn()
+        if gpu:
+            gpu_lines.append(f"  {name}: {mon.summary()}")
+        return out
+
+    sgd_flower_1cpu = med(measured("SGD flower 1 CPU", lambda: flower(sgd)[0]))
+    sgd_flower = med(measured("SGD flower 2 CPUs", lambda: flower(RunConfig(**{**sgd.to_dict(), "cpus_per_client": 2.0}))[0]))
+    mist_flower = med(measured("MIST flower", lambda: flower(mist)[0]))
     threads = max(torch.get_num_threads(), 2)
-    sgd_plain, mist_plain = med(plain_loop(sgd, threads)), med(plain_loop(mist, threads))
+    sgd_plain = med(measured("SGD plain", lambda: plain_loop(sgd, threads)))
+    mist_plain = med(measured("MIST plain", lambda: plain_loop(mist, threads)))
     floor = 2 + (args.clients - 1) / 3
     members = default_train_size(mist, 0) or "half the rows as"
     print(f"{args.dataset}: model {model_name_for(mist)}, {members} members, batch {mist.batch_size}, "
-          f"C={args.clients}, {args.epochs} epochs, seed {args.seed}, {'GPU' if torch.cuda.is_available() else 'CPU'} "
+          f"C={args.clients}, {args.epochs} epochs, seed {args.seed}, "
+          f"{torch.cuda.get_device_name() if gpu else 'CPU'} "
           f"(compute-bound floor {floor:.2f}x)")
     print(f"SGD  flower (1 client, 1 CPU) : {sgd_flower_1cpu:.3f} s/epoch")
     print(f"SGD  flower (1 client, 2 CPUs): {sgd_flower:.3f} s/epoch")
@@ -60,6 +80,9 @@ def main() -> None:
     best_sgd = min(sgd_flower_1cpu, sgd_flower)
     print(f"ratio MIST/SGD through flower = {mist_flower / best_sgd:.2f}x (vs the faster SGD setting)")
     print(f"ratio MIST/SGD plain loop     = {mist_plain / sgd_plain:.2f}x")
+    if gpu_lines:
+        print("while each measurement ran (MIST through Flower: its clients share the GPU, 1/C each):")
+        print("\n".join(gpu_lines))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ backward products) in a tight loop, twice: one process with all the threads, and
 process per core at once; the machine's rate is the faster of the two.
 
     python experiments/bench_shadows.py --dataset location --defense sgd --shadows 2 --epochs 20
+    python experiments/bench_shadows.py --device cuda --shadows 16 --engines stacked,inprocess
+
+On ``--device cuda`` the reference is the same GEMMs on the GPU, and each engine's line adds the GPU
+utilization ``nvidia-smi`` saw while it trained (does a stack of shadows keep the device busy?).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from fedmist.engine.workspace import get_workspace
 from fedmist.recipes import default_recipe
 from fedmist.runner import prepare_config
 from fedmist.shadow_training import ShadowTrainer, available_cores
+
+from gpu_monitor import GpuMonitor  # noqa: E402  (same folder)
 
 
 def linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
@@ -50,14 +56,16 @@ def shadow_flops(cfg: RunConfig, n_train: int, n_eval: int, shapes: list[tuple[i
     return cfg.epochs * per_epoch + 2 * macs * n_eval
 
 
-def bare_gemm_rate(shapes: list[tuple[int, int]], batch: int, seconds: float = 3.0, threads: int = 0) -> float:
+def bare_gemm_rate(shapes: list[tuple[int, int]], batch: int, seconds: float = 3.0, threads: int = 0,
+                   device: str = "cpu") -> float:
     """FLOP/s of the training GEMMs alone: y = x W^T, dW = dy^T x for every layer, dx = dy W for
     all but the first."""
     if threads:
         torch.set_num_threads(threads)
-    xs = [torch.randn(batch, i) for i, _ in shapes]
-    ws = [torch.randn(o, i) for i, o in shapes]
-    dys = [torch.randn(batch, o) for _, o in shapes]
+    xs = [torch.randn(batch, i, device=device) for i, _ in shapes]
+    ws = [torch.randn(o, i, device=device) for i, o in shapes]
+    dys = [torch.randn(batch, o, device=device) for _, o in shapes]
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
     flops_per_iter = 2 * batch * train_macs(shapes)
 
     def step() -> None:
@@ -68,10 +76,13 @@ def bare_gemm_rate(shapes: list[tuple[int, int]], batch: int, seconds: float = 3
 
     for _ in range(20):  # warm-up
         step()
+    sync()
     iters, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        step()
-        iters += 1
+        for _ in range(10):  # queue a few steps between clock reads (GPU kernels run asynchronously)
+            step()
+        iters += 10
+        sync()
     return iters * flops_per_iter / (time.perf_counter() - t0)
 
 
@@ -90,10 +101,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20, help="epochs per shadow (the recipe's 100 takes 5x longer)")
     ap.add_argument("--engines", default="", help="default: parallel,inprocess,flower (+ stacked for SGD recipes)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = prepare_config(dataclasses.replace(RunConfig.from_toml(default_recipe(args.dataset, args.defense)),
-                                             epochs=args.epochs))
+    gpu = args.device != "cpu"
+    recipe = RunConfig.from_toml(default_recipe(args.dataset, args.defense))
+    # On a GPU the recipe's C clients share it (the flower engine): 1/C of the device each.
+    cfg = prepare_config(dataclasses.replace(recipe, epochs=args.epochs, device=args.device,
+                                             gpus_per_client=1.0 / recipe.clients if gpu else 0.0))
     ws = get_workspace(cfg)
     pool = np.arange(len(ws.dataset))
     rng = np.random.default_rng(0)
@@ -103,27 +118,34 @@ def main() -> None:
     n_train = len(pool) // 2
     flops = shadow_flops(cfg, n_train, n_train + 1010, shapes)
     cores = available_cores()
-    bare_threads = bare_gemm_rate(shapes, cfg.batch_size)
-    bare_cores = bare_gemm_rate_per_core(shapes, cfg.batch_size, cores)
-    bare = max(bare_threads, bare_cores)
+    where = torch.cuda.get_device_name() if gpu else "CPU"
     print(f"{args.dataset} {args.defense} C={cfg.clients} epochs={cfg.epochs} shadows={args.shadows} "
           f"rows/shadow={n_train} model {' -> '.join(str(i) for i, _ in shapes)} -> {shapes[-1][1]} "
-          f"({macs / 1e6:.2f} M MACs/example), torch threads={args.threads}, CPU")
-    print(f"bare GEMM benchmark (same shapes, batch {cfg.batch_size}): {bare_threads / 1e9:.1f} GFLOP/s in one "
-          f"{args.threads}-thread process, {bare_cores / 1e9:.1f} GFLOP/s as {cores} 1-thread processes; "
-          f"reference {bare / 1e9:.1f}")
+          f"({macs / 1e6:.2f} M MACs/example), torch threads={args.threads}, {where}")
+    if gpu:
+        bare = bare_gemm_rate(shapes, cfg.batch_size, device=args.device)
+        print(f"bare GEMM benchmark on the GPU (same shapes, batch {cfg.batch_size}): {bare / 1e9:.1f} GFLOP/s")
+    else:
+        bare_threads = bare_gemm_rate(shapes, cfg.batch_size)
+        bare_cores = bare_gemm_rate_per_core(shapes, cfg.batch_size, cores)
+        bare = max(bare_threads, bare_cores)
+        print(f"bare GEMM benchmark (same shapes, batch {cfg.batch_size}): {bare_threads / 1e9:.1f} GFLOP/s in one "
+              f"{args.threads}-thread process, {bare_cores / 1e9:.1f} GFLOP/s as {cores} 1-thread processes; "
+              f"reference {bare / 1e9:.1f}")
     engines = args.engines or ("parallel,inprocess,flower,stacked" if cfg.defense == "sgd"
                                else "parallel,inprocess,flower")
     for engine in engines.split(","):
         trainer = ShadowTrainer(cfg, audit_seed=0, engine=engine)
         t0 = time.perf_counter()
-        trainer.train_all(jobs, lambda i, state: None)
+        with GpuMonitor() as mon:
+            trainer.train_all(jobs, lambda i, state: None)
         wall = time.perf_counter() - t0
         rate = args.shadows * flops / wall
         per_hour_recipe = 3600 / (wall / args.shadows * 100 / cfg.epochs)
         print(f"{engine:9s}: {wall / args.shadows:.1f} s/shadow ({cfg.epochs} epochs), "
               f"{per_hour_recipe:.1f} shadows/hour at the recipe's 100 epochs, "
-              f"{rate / 1e9:.1f} GFLOP/s = {100 * rate / bare:.0f} % of the bare GEMM rate")
+              f"{rate / 1e9:.1f} GFLOP/s = {100 * rate / bare:.0f} % of the bare GEMM rate"
+              + (f"; {mon.summary()}" if gpu else ""))
 
 
 if __name__ == "__main__":

@@ -86,3 +86,30 @@ def test_resume_continues_from_the_checkpoint_and_ends_with_the_same_weights(tmp
     for k in expected:
         torch.testing.assert_close(got[k], expected[k], rtol=0, atol=1e-6)
     assert np.array_equal(np.load(out / "split.npz")["members"], run.split.members)
+
+
+def test_epoch_time_counts_the_training_rounds_not_the_evaluation(monkeypatch) -> None:
+    """The last epoch is always evaluated; its evaluation must not inflate its epoch time, or a
+    benchmark's median over a few epochs reports the evaluation as training speed."""
+    import time
+
+    cfg = prepare_config(RunConfig(dataset="synthetic:240x12x3", model="mlp-small", clients=1, defense="sgd",
+                                   epochs=2, batch_size=20, train_size=120, seed=7, eval_every=5))
+    run = open_run(cfg, None)
+    real_evaluate = run.evaluate
+
+    def slow_evaluate(state):
+        time.sleep(0.3)
+        return real_evaluate(state)
+
+    monkeypatch.setattr(run, "evaluate", slow_evaluate)
+    state = run.state
+    run.begin()
+    for epoch in (1, 2):
+        state, rep = run_epoch(cfg, InProcessFederation(), state, run.split.members, epoch)
+        run.on_epoch(state, rep)
+    first, last = run.history
+    assert "eval_time" not in first and "test_acc" not in first  # epoch 1 is not an eval epoch
+    assert last["eval_time"] >= 0.3 and 0.0 <= last["test_acc"] <= 1.0
+    assert last["epoch_time"] < last["eval_time"]
+    assert run.phase_time["eval"] == last["eval_time"]
