@@ -226,8 +226,9 @@ COLUMNS = ["defense", "test_acc", "acc_drop", "plr_0.1", "plr_0.1_attack", "plr_
 
 
 def aggregate(rows: Sequence[dict]) -> list[dict]:
-    """One row per defense (mean over seeds, with the std of test accuracy and PLR@0.1 %), plus the
-    accuracy drop and time / memory ratios relative to SGD when an SGD row exists."""
+    """One row per defense (mean over seeds, with the std of test accuracy, PLR@0.1 % and AUC; numpy's
+    population std, ddof=0), plus the accuracy drop and time / memory ratios relative to SGD when an
+    SGD row exists."""
     import numpy as np
 
     by_defense: dict[str, list[dict]] = {}
@@ -240,7 +241,7 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
         worst = max(rs, key=lambda r: r["plr_0.1"])
         table.append({"defense": defense, "test_acc": mean("test_acc"), "test_acc_std": std("test_acc"),
                       "plr_0.1": mean("plr_0.1"), "plr_0.1_std": std("plr_0.1"), "plr_0.1_attack": worst["plr_0.1_attack"],
-                      "plr_1": mean("plr_1"), "auc": mean("auc"), "epsilon": mean("epsilon"),
+                      "plr_1": mean("plr_1"), "auc": mean("auc"), "auc_std": std("auc"), "epsilon": mean("epsilon"),
                       "train_seconds": mean("train_seconds"), "peak_rss_mb": mean("peak_rss_mb"),
                       "n_shadows": rs[0]["n_shadows"], "seeds": len(rs),
                       "paper_time_x_sgd": PAPER_TIME_RATIO.get(defense, float("nan")),
@@ -256,7 +257,7 @@ def aggregate(rows: Sequence[dict]) -> list[dict]:
 def write_table(table: Sequence[dict], out: Path, header: str) -> None:
     """compare.csv (every column), compare.md (readable) and tradeoff.png (the paper's Figure 1)."""
     with open(out / "compare.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[*COLUMNS, "test_acc_std", "plr_0.1_std"], extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=[*COLUMNS, "test_acc_std", "plr_0.1_std", "auc_std"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(table)
     (out / "compare.md").write_text(header + "\n\n" + markdown_table(table) + "\n")
@@ -274,9 +275,10 @@ def markdown_table(table: Sequence[dict]) -> str:
     for t in table:
         std = f" ± {100 * t['test_acc_std']:.2f}" if t["seeds"] > 1 else ""
         plr_std = f" ± {t['plr_0.1_std']:.1f}" if t["seeds"] > 1 else ""
+        auc_std = f" ± {t['auc_std']:.3f}" if t["seeds"] > 1 and "auc_std" in t else ""
         lines.append(
             f"| {t['defense']} | {100 * t['test_acc']:.2f}{std} | {_fmt(100 * t['acc_drop'], '+.2f')} | "
-            f"{t['plr_0.1']:.2f}{plr_std} ({t['plr_0.1_attack']}) | {t['plr_1']:.2f} | {t['auc']:.3f} | "
+            f"{t['plr_0.1']:.2f}{plr_std} ({t['plr_0.1_attack']}) | {t['plr_1']:.2f} | {t['auc']:.3f}{auc_std} | "
             f"{_fmt(t['epsilon'], '.3g')} | {t['train_seconds']:.0f} | {_fmt(t['time_x_sgd'], '.2f')} "
             f"({_fmt(t['paper_time_x_sgd'], '.2f')}) | {_fmt(t['peak_rss_mb'], '.0f')} | "
             f"{_fmt(t['mem_x_sgd'], '.2f')} ({_fmt(t['paper_mem_factor'], '.0f')}) | {t['n_shadows']} × {t['seeds']} |")

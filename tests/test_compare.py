@@ -23,14 +23,14 @@ TINY = ["--set", "model=mlp-small", "--set", "epochs=2", "--set", "batch_size=20
         "--bootstrap", "10"]
 
 
-def _row(defense: str, seed: int, acc: float, plr: float, seconds: float, rss: float) -> dict:
+def _row(defense: str, seed: int, acc: float, plr: float, seconds: float, rss: float, auc: float = 0.6) -> dict:
     return {"defense": defense, "seed": seed, "test_acc": acc, "train_acc": 1.0, "train_seconds": seconds,
             "peak_rss_mb": rss, "epsilon": float("nan"), "n_shadows": 16, "plr_0.1": plr, "plr_0.1_attack": "loss",
-            "plr_1": 1.0, "auc": 0.6}
+            "plr_1": 1.0, "auc": auc}
 
 
 def test_aggregate_means_over_seeds_and_ratios_against_sgd() -> None:
-    rows = [_row("sgd", 0, 0.70, 10.0, 100.0, 1000.0), _row("sgd", 1, 0.74, 14.0, 100.0, 1000.0),
+    rows = [_row("sgd", 0, 0.70, 10.0, 100.0, 1000.0, auc=0.80), _row("sgd", 1, 0.74, 14.0, 100.0, 1000.0, auc=0.84),
             _row("mist", 0, 0.70, 2.0, 250.0, 1500.0)]
     table = {t["defense"]: t for t in aggregate(rows)}
     assert table["sgd"]["test_acc"] == pytest.approx(0.72) and table["sgd"]["test_acc_std"] == pytest.approx(0.02)
@@ -39,7 +39,9 @@ def test_aggregate_means_over_seeds_and_ratios_against_sgd() -> None:
     assert table["mist"]["time_x_sgd"] == pytest.approx(2.5) and table["mist"]["mem_x_sgd"] == pytest.approx(1.5)
     assert table["mist"]["paper_time_x_sgd"] == pytest.approx(2139 / 1195)
     md = markdown_table(list(table.values()))
+    assert table["sgd"]["auc"] == pytest.approx(0.82) and table["sgd"]["auc_std"] == pytest.approx(0.02)
     assert "| mist | 70.00 | +2.00 | 2.00 (loss)" in md and "72.00 ± 2.00" in md
+    assert "| 0.820 ± 0.020 |" in md and "| 0.600 |" in md  # a one-seed row shows no spread
 
 
 def test_plan_cells_refuses_unknown_and_impossible_defenses(tmp_path: Path) -> None:
@@ -82,7 +84,7 @@ def _fedmist(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Compl
 def test_compare_end_to_end_then_reuses_finished_cells(tmp_path: Path) -> None:
     out = tmp_path / "cmp"
     args = ["compare", "--dataset", "synthetic:240x12x3", "--defenses", "sgd,mist", "--attacks", "loss,lira_offline_fixed",
-            "--shadows", "2", "--out", str(out), "--set", "clients=3", "--set", "lambda=5", *TINY]
+            "--shadows", "4", "--out", str(out), "--set", "clients=3", "--set", "lambda=5", *TINY]
     proc = _fedmist(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     for name in ("compare.csv", "compare.md", "tradeoff.png"):
@@ -90,7 +92,7 @@ def test_compare_end_to_end_then_reuses_finished_cells(tmp_path: Path) -> None:
     md = (out / "compare.md").read_text()
     assert "| sgd |" in md and "| mist |" in md
     audit = json.loads((out / "runs" / "synthetic-240x12x3-mist-s0" / "audit.json").read_text())
-    assert audit["audit"]["n_shadows"] == 2
+    assert audit["audit"]["n_shadows"] == 4
     mtime = (out / "runs" / "synthetic-240x12x3-mist-s0" / "model.pt").stat().st_mtime
     again = _fedmist(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -69,14 +69,17 @@ def lira_gaussians(shadow_scores: np.ndarray, keep: np.ndarray, fix_variance: bo
 
 
 def _check_counts(keep: np.ndarray, online: bool, fix_variance: bool) -> None:
-    need = 1 if fix_variance else 2
+    # Two scores per side for every example, fixed variance too: the pooled variance is built from
+    # within-example deviations, and an example with one score contributes a deviation of 0 (with
+    # 2 balanced shadows every example has one per side, the pooled σ is 0 and every score saturates).
+    need = 2
     sides = [("OUT", (~keep).sum(axis=0))] + ([("IN", keep.sum(axis=0))] if online else [])
     for side, counts in sides:
         short = int((counts < need).sum())
         if short:
             raise AuditError(
-                f"LiRA needs >= {need} {side} shadow(s) per example; {short} examples have fewer "
-                f"(use more shadows, or a fixed-variance variant)")
+                f"LiRA{' (fixed variance)' if fix_variance else ''} needs >= {need} {side} shadow(s) per "
+                f"example; {short} examples have fewer (use more shadows: 4 or more for a balanced audit)")
 
 
 def lira_scores(target_scores: np.ndarray, shadow_scores: np.ndarray, keep: np.ndarray,

@@ -134,6 +134,10 @@ def audit_run(run: Any, attacks: Sequence[str], n_shadows: int, train_fn_factory
     check_attacks(attacks)
     if n_shadows < 0:
         raise AuditError(f"the number of shadows must be >= 0, got {n_shadows}")
+    lira = [a for a in attacks if a.startswith("lira") or a == "canary"]  # the Gaussian-fitting attacks
+    if lira and 0 < n_shadows < 4:  # refuse before any shadow is trained
+        raise AuditError(f"{', '.join(lira)} need >= 4 shadows (2 IN and 2 OUT per example to estimate a "
+                         f"variance), got {n_shadows}")
     t0 = time.perf_counter()
     split = split_arrays(run.split)
     aset = build_audit_set(split["members"], split["nonmembers"], seed)

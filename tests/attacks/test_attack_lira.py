@@ -77,7 +77,12 @@ def test_too_few_shadows():
     shadow = np.zeros((2, 2, 1))
     with pytest.raises(AuditError, match="needs >= 2 OUT"):
         lira_scores(np.zeros((2, 1)), shadow, keep)
-    assert lira_scores(np.zeros((2, 1)), shadow + np.arange(2)[:, None, None], keep, fix_variance=True).shape == (2,)
+    # One score per side: the pooled within-example variance would be exactly 0, not an estimate.
+    with pytest.raises(AuditError, match=r"fixed variance\) needs >= 2 OUT"):
+        lira_scores(np.zeros((2, 1)), shadow + np.arange(2)[:, None, None], keep, online=False, fix_variance=True)
+    keep4 = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], dtype=bool)
+    shadow4 = np.arange(8.0).reshape(4, 2, 1)
+    assert np.isfinite(lira_scores(np.zeros((2, 1)), shadow4, keep4, fix_variance=True)).all()
 
 
 def test_registered_variants_use_phi_of_logits():

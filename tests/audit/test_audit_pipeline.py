@@ -110,17 +110,17 @@ def test_run_audit_loads_the_run(small_run, kit, monkeypatch):
 def test_stale_cache_and_rebuild(small_run, kit, monkeypatch):
     monkeypatch.setattr(fedmist, "load_run", kit.load_tiny_run, raising=False)
     trainer = kit.ShadowTrainer()
-    run_audit(small_run.path, ["lira_online_fixed"], 2, trainer, seed=0, n_bootstrap=0, progress=False)
-    assert sorted(trainer.calls) == [0, 1]
+    run_audit(small_run.path, ["lira_online_fixed"], 4, trainer, seed=0, n_bootstrap=0, progress=False)
+    assert sorted(trainer.calls) == [0, 1, 2, 3]
     with pytest.raises(AuditError, match="another recipe.*--rebuild-shadows"):
-        run_audit(small_run.path, ["lira_online_fixed"], 2, trainer, seed=1, n_bootstrap=0, progress=False)
+        run_audit(small_run.path, ["lira_online_fixed"], 4, trainer, seed=1, n_bootstrap=0, progress=False)
     cfg = json.loads((small_run.path / "config.json").read_text())
     (small_run.path / "config.json").write_text(json.dumps(dict(cfg, epochs=51)))  # an edited recipe
     with pytest.raises(AuditError, match="another recipe"):
-        run_audit(small_run.path, ["lira_online_fixed"], 2, trainer, seed=0, n_bootstrap=0, progress=False)
-    run_audit(small_run.path, ["lira_online_fixed"], 2, trainer, rebuild=True, seed=0, n_bootstrap=0,
+        run_audit(small_run.path, ["lira_online_fixed"], 4, trainer, seed=0, n_bootstrap=0, progress=False)
+    run_audit(small_run.path, ["lira_online_fixed"], 4, trainer, rebuild=True, seed=0, n_bootstrap=0,
               progress=False)
-    assert len(trainer.calls) == 4
+    assert len(trainer.calls) == 8
 
 
 def test_user_errors(small_run, kit):
@@ -129,6 +129,8 @@ def test_user_errors(small_run, kit):
         audit_run(small_run, ["lira_online"], 0, trainer, n_bootstrap=0, progress=False)
     with pytest.raises(AuditError, match="even and >= 2"):
         audit_run(small_run, ["loss"], 3, trainer, n_bootstrap=0, progress=False)
+    with pytest.raises(AuditError, match="lira_offline_fixed need >= 4 shadows"):
+        audit_run(small_run, ["loss", "lira_offline_fixed"], 2, trainer, n_bootstrap=0, progress=False)
     with pytest.raises(AuditError, match="unknown attack"):
         audit_run(small_run, ["lossy"], 0, trainer, n_bootstrap=0, progress=False)
     assert trainer.calls == []
