@@ -98,7 +98,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['defense']} | {r['added_mb']:.1f} | {r['added_mb'] / max(sgd['added_mb'], 1e-9):.2f} | "
-              f"{PAPER_MEMORY_FACTOR.get(r['defense'], float('nan')):g} | {r['base_mb']:.0f} | {r['seconds']:.1f} |")
+              f"{PAPER_MEMORY_FACTOR.get(r['defense'], '–')} | {r['base_mb']:.0f} | {r['seconds']:.1f} |")
 
 
 if __name__ == "__main__":
