@@ -21,8 +21,8 @@ from fedmist.audit.audit_set import AuditSet, build_audit_set, split_arrays
 from fedmist.audit.errors import AuditError
 from fedmist.audit.metrics import most_vulnerable_subset, vulnerable_subset_size
 from fedmist.audit.report import build_report, write_report
-from fedmist.audit.shadows import (ShadowLayout, TrainFn, balanced_keep, cache_keys, clear_cache, load_layout,
-                                   load_shadow_state, save_layout, train_shadows)
+from fedmist.audit.shadows import (ShadowLayout, TrainFn, balanced_keep, cache_keys, check_shadow_count, clear_cache,
+                                   load_layout, load_shadow_state, save_layout, train_shadows)
 
 # (loaded run, audit seed) -> train_fn(shadow_index, member_rows) -> state_dict
 TrainFnFactory = Callable[[Any, int], TrainFn]
@@ -134,6 +134,8 @@ def audit_run(run: Any, attacks: Sequence[str], n_shadows: int, train_fn_factory
     check_attacks(attacks)
     if n_shadows < 0:
         raise AuditError(f"the number of shadows must be >= 0, got {n_shadows}")
+    if n_shadows:
+        check_shadow_count(n_shadows)
     lira = [a for a in attacks if a.startswith("lira") or a == "canary"]  # the Gaussian-fitting attacks
     if lira and 0 < n_shadows < 4:  # refuse before any shadow is trained
         raise AuditError(f"{', '.join(lira)} need >= 4 shadows (2 IN and 2 OUT per example to estimate a "

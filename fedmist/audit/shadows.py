@@ -50,6 +50,11 @@ Key = str | tuple[str, ...]  # a cache key, or the keys a cache may have been ma
 TrainFn = Callable[[int, np.ndarray], Mapping[str, torch.Tensor]]
 
 
+def check_shadow_count(n_shadows: int) -> None:
+    if n_shadows < 2 or n_shadows % 2:
+        raise AuditError(f"the number of shadows must be even and >= 2 (each example IN for half), got {n_shadows}")
+
+
 def balanced_keep(n_shadows: int, n_examples: int, seed: int) -> np.ndarray:
     """(S, n) bool: every example is IN for exactly S/2 shadows, each shadow trains on ~n/2.
 
@@ -58,8 +63,7 @@ def balanced_keep(n_shadows: int, n_examples: int, seed: int) -> np.ndarray:
     >>> balanced_keep(4, 6, seed=0).sum(axis=0).tolist()
     [2, 2, 2, 2, 2, 2]
     """
-    if n_shadows < 2 or n_shadows % 2:
-        raise AuditError(f"the number of shadows must be even and >= 2 (each example IN for half), got {n_shadows}")
+    check_shadow_count(n_shadows)
     if n_examples < 1:
         raise AuditError("the shadow pool is empty")
     draws = np.random.default_rng(seed).random((n_shadows, n_examples))
