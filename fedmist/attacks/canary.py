@@ -88,4 +88,5 @@ register_attack(AttackSpec(
     needs=frozenset({"outputs", "shadows", "model"}),
     score=_score,
     fields=("shadow_models",),
+    min_shadows=4,  # per-example LiRA Gaussians on both sides
 ))

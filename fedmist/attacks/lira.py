@@ -117,4 +117,5 @@ for _name, _online, _fixed, _what in [
         description=f"Carlini et al. LiRA {_what}",
         needs=frozenset({"outputs", "shadows"}),
         score=partial(_score, online=_online, fix_variance=_fixed),
+        min_shadows=4,  # see _check_counts
     ))

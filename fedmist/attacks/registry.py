@@ -31,7 +31,9 @@ class AttackSpec:
     """One attack: ``score(ctx)`` returns (n,) float64 scores, higher = more likely member.
 
     ``needs`` names the kinds of access it requires (a subset of ``NEEDS``); ``fields`` names
-    specific context fields beyond those that it cannot run without.
+    specific context fields beyond those that it cannot run without. ``min_shadows``: the fewest
+    shadows it can score with (4 for attacks that fit a variance to >= 2 IN and 2 OUT scores per
+    example of a balanced audit), checked before any shadow trains.
     """
 
     name: str
@@ -39,6 +41,7 @@ class AttackSpec:
     needs: frozenset[str]
     score: Callable[[AttackContext], np.ndarray]
     fields: tuple[str, ...] = ()
+    min_shadows: int = 2
 
     def __post_init__(self) -> None:
         unknown = set(self.needs) - NEEDS

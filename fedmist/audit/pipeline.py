@@ -131,15 +131,15 @@ def audit_run(run: Any, attacks: Sequence[str], n_shadows: int, train_fn_factory
     attacks = list(attacks)
     if not attacks:
         raise AuditError(f"no attacks chosen; known: {', '.join(sorted(ATTACKS))}")
-    check_attacks(attacks)
+    specs = check_attacks(attacks)
     if n_shadows < 0:
         raise AuditError(f"the number of shadows must be >= 0, got {n_shadows}")
-    if n_shadows:
+    if n_shadows:  # refuse before any shadow is trained
         check_shadow_count(n_shadows)
-    lira = [a for a in attacks if a.startswith("lira") or a == "canary"]  # the Gaussian-fitting attacks
-    if lira and 0 < n_shadows < 4:  # refuse before any shadow is trained
-        raise AuditError(f"{', '.join(lira)} need >= 4 shadows (2 IN and 2 OUT per example to estimate a "
-                         f"variance), got {n_shadows}")
+        short = [s for s in specs if n_shadows < s.min_shadows]
+        if short:
+            raise AuditError(f"{', '.join(s.name for s in short)} need >= {max(s.min_shadows for s in short)} "
+                             f"shadows (2 IN and 2 OUT per example to estimate a variance), got {n_shadows}")
     t0 = time.perf_counter()
     split = split_arrays(run.split)
     aset = build_audit_set(split["members"], split["nonmembers"], seed)
