@@ -14,9 +14,10 @@ from flwr.app import Context, Message, MetricRecord
 from flwr.clientapp import ClientApp
 
 from fedmist.config import RunConfig
+from fedmist.defenses import get_defense
 from fedmist.engine.client_steps import run_local, run_predict, run_xdiff
-from fedmist.engine.workspace import get_workspace
 from fedmist.flower import faults, messages
+from fedmist.training.workspace import get_workspace
 
 app = ClientApp()
 
@@ -49,7 +50,7 @@ def train(msg: Message, context: Context) -> Message:
     cfg, job = messages.unpack_local(msg.content)
     cfg = _local_cfg(cfg, context)
     faults.before(job.client, job.epoch, cfg.seed)
-    result = run_local(get_workspace(cfg), cfg, job)
+    result = run_local(get_workspace(cfg), cfg, job, get_defense(cfg.defense))
     result.state = faults.corrupt(job.client, job.epoch, cfg.seed, result.state)
     return _reply(messages.pack_local_result(result), msg, context)
 

@@ -19,7 +19,7 @@ import multiprocessing
 import threading
 import time
 
-from fedmist.compare import PAPER_MEMORY_FACTOR
+from fedmist.studies.compare import PAPER_MEMORY_FACTOR
 
 
 def _rss_bytes() -> int:
@@ -34,9 +34,9 @@ def measure(dataset: str, defense: str, epochs: int, device: str, seed: int) -> 
     import torch
 
     from fedmist.config import RunConfig
-    from fedmist.engine.inprocess import InProcessFederation
-    from fedmist.recipes import default_recipe
-    from fedmist.runner import open_run, prepare_config, train_run
+    from fedmist.runs.inprocess import InProcessFederation
+    from fedmist.runs.recipes import default_recipe
+    from fedmist.runs.rundir import open_run, prepare_config, train_run
 
     torch.set_num_threads(1)
     recipe = RunConfig.from_toml(default_recipe(dataset, defense))

@@ -16,10 +16,10 @@ import time
 import torch
 
 from fedmist.config import RunConfig
-from fedmist.engine.inprocess import InProcessFederation
+from fedmist.runs.inprocess import InProcessFederation
 from fedmist.engine.loop import run_epoch
-from fedmist.runner import open_run, prepare_config
-from fedmist.simulation import simulate_runs
+from fedmist.runs.rundir import open_run, prepare_config
+from fedmist.flower.simulation import simulate_runs
 
 
 def plain_loop(cfg: RunConfig, threads: int) -> list[float]:
@@ -28,7 +28,7 @@ def plain_loop(cfg: RunConfig, threads: int) -> list[float]:
     state, times = run.state, []
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        state, _ = run_epoch(cfg, InProcessFederation(), state, run.split.members, epoch)
+        state, _ = run_epoch(cfg, run.spec, InProcessFederation(), state, run.split.members, epoch)
         times.append(time.perf_counter() - t0)
     return times[1:]
 

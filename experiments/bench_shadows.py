@@ -28,10 +28,11 @@ import torch
 from torch import nn
 
 from fedmist.config import RunConfig
-from fedmist.engine.workspace import get_workspace
-from fedmist.recipes import default_recipe
-from fedmist.runner import prepare_config
-from fedmist.shadow_training import ShadowTrainer, available_cores
+from fedmist.training.workspace import get_workspace
+from fedmist.runs.recipes import default_recipe
+from fedmist.runs.rundir import prepare_config
+from fedmist.flower.simulation import simulate_runs
+from fedmist.runs.shadows import ShadowTrainer, available_cores
 
 from gpu_monitor import GpuMonitor  # noqa: E402  (same folder)
 
@@ -135,7 +136,7 @@ def main() -> None:
     engines = args.engines or ("parallel,inprocess,flower,stacked" if cfg.defense == "sgd"
                                else "parallel,inprocess,flower")
     for engine in engines.split(","):
-        trainer = ShadowTrainer(cfg, audit_seed=0, engine=engine)
+        trainer = ShadowTrainer(cfg, audit_seed=0, engine=engine, simulate=simulate_runs)
         t0 = time.perf_counter()
         with GpuMonitor() as mon:
             trainer.train_all(jobs, lambda i, state: None)

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from fedmist.config import RunConfig
-from fedmist.recipes import default_recipe
-from fedmist.runner import open_run, prepare_config
-from fedmist.simulation import train_runs
+from fedmist.runs.recipes import default_recipe
+from fedmist.runs.rundir import open_run, prepare_config
+from fedmist.flower.simulation import train_runs
 
 
 def train_run(cfg: RunConfig, out: Path, engine: str) -> dict:

@@ -33,7 +33,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from fedmist.attacks.lira import lira_scores
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 from fedmist.audit.metrics import tpr_at_fpr
 
 ROOT = Path(__file__).resolve().parents[1]

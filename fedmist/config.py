@@ -1,80 +1,122 @@
 """One typed config for a training run, loaded from TOML recipes and overridable from the CLI.
 
+Every field is declared once, below, with its metadata (``setting``): its help text, its group,
+whether it changes what a run learns (``trains``), whether recipes carry it and whether Flower's
+run-config exposes it. The CLI options, Flower's run-config keys, the resume check, the recipes
+``fedmist tune`` writes and the shadow-cache key are all derived from these declarations, so a new
+field is one line here.
+
 Recipes in ``experiments/recipes/*.toml`` are flat tables of the fields below (``lambda`` is
-accepted for ``lam``; kebab-case keys work too, as in Flower's run-config).
+the name of ``lam`` everywhere a user sees it; kebab-case keys work too, as in Flower's run-config).
+This module is a leaf: it imports nothing else of fedmist but its errors.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from fedmist.errors import ConfigError
 
 XDIFF_LOSSES = ("l1", "l2", "kl")
 REPARTITION = ("epoch", "fixed")
 MODES = ("virtual", "private", "fl")
+# The names users see for fields whose Python name differs (``lambda`` is a keyword).
+DISPLAY_NAMES = {"lam": "lambda"}
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, group: str = "Training",
+            trains: bool = True, recipe: bool = True, flwr: bool = False, option: bool = True,
+            factory: Any = None) -> Any:
+    """A config field and what the rest of fedmist derives from it.
+
+    ``trains``: changes what the run learns (False: where or how fast it runs; such fields may
+    differ on ``--resume`` and do not key the shadow cache). ``recipe``: written into recipes
+    ``fedmist tune`` chooses (False: machine- or trial-specific). ``flwr``: a key of
+    ``[tool.flwr.app.config]``. ``option``: an option of ``fedmist simulate`` (False: ``--set`` only).
+    """
+    md = {"help": help, "group": group, "trains": trains, "recipe": recipe, "flwr": flwr, "option": option}
+    if factory is not None:
+        return field(default_factory=factory, metadata=md)
+    return field(default=default, metadata=md)
 
 
 @dataclass
 class RunConfig:
     """Everything needed to rerun a training run (saved as ``config.json``)."""
 
-    dataset: str = "location"
-    model: str = ""  # "" = the dataset's default model
-    defense: str = "mist"
-    clients: int = 4
-    epochs: int = 100
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 100
-    lam: float = 14.0
-    xdiff_loss: str = "l1"
-    mixup_alpha: float = 0.0
-    repartition: str = "epoch"
-    skip_last_xdiff: bool = False
-    lr_schedule: list[int] = field(default_factory=list)  # epochs where lr is multiplied by 0.1
-    train_size: int = 0  # 0 = the dataset's paper size
-    seed: int = 0
-    data_seed: int = -1  # seed of generated (synthetic) data; -1 = ``seed``. Shadows vary ``seed`` only.
-    device: str = "cpu"
-    mode: str = "virtual"
-    data_dir: str = ""  # "" = FEDMIST_DATA or ../shared/data
-    eval_every: int = 1
-    predict_in_train_reply: bool = True  # False: a separate query.predict round (3 rounds per epoch)
-    cpus_per_client: float = 1.0
-    gpus_per_client: float = 0.0
-    round_timeout: float = 600.0
-    min_clients: int = 0  # replies a round needs to proceed after round_timeout; 0 = every client
-    validation_fraction: float = 0.0  # > 0: hold this share of the members out and evaluate on it (fedmist tune)
-    reference_size: int = -1  # rows held out of the training budget as a reference set; -1 = defense's default
-    params: dict[str, Any] = field(default_factory=dict)  # the defense's own knobs (TOML [params], --set params.K=V)
-    # --- real federated learning (mode = "fl"; fedmist.fl) ------------------------------------
-    partition: str = "iid"  # each client's fixed own data: "iid" or "dirichlet:ALPHA" (label skew)
-    rounds: int = 0  # FL rounds; > 0 sets ``epochs`` (one epoch report = one round); 0 = ``epochs``
-    local_epochs: int = 1  # passes over its own partition a client makes per round
-    record_updates: bool = False  # save every round's global model and every client's upload (updates/)
-    max_record_gb: float = 4.0  # refuse to start when the estimated recording exceeds this
-    fl_dp_noise: float = 0.0  # > 0: DP-FedAvg, Gaussian noise multiplier z on the clipped average
-    fl_dp_clip: float = 1.0  # DP-FedAvg: L2 clipping norm of every client's update (client side)
-    fl_dp_delta: float = 1e-5  # DP-FedAvg: the δ that ε is reported at
-    active_attack: str = ""  # "client:K": participant K does gradient ascent on target rows before upload
-    active_targets: int = 100  # rows the active attacker targets (half other clients' members, half non-members)
-    active_lr: float = 0.1  # learning rate of the attacker's gradient ascent
-    active_steps: int = 1  # full-batch ascent steps on the targets per round
+    dataset: str = setting("location", "location, texas, purchase, cifar10, cifar100, "
+                           "synthetic[:texas|:purchase|:cifar10|:cifar100|:RxFxK]", group="Run", flwr=True)
+    model: str = setting("", "network; default: the dataset's (mlp, alexnet, resnet18, densenet_bc)", group="Run")
+    defense: str = setting("mist", "what trains the model (fedmist simulate --help lists every defense)",
+                           group="Run", flwr=True)
+    clients: int = setting(4, "sub-models of MIST / clients of the federation (C)", group="Run", flwr=True)
+    epochs: int = setting(100, "training epochs (FL: rounds)", flwr=True)
+    lr: float = setting(0.1, "learning rate", flwr=True)
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(0.0, "L2 weight decay")
+    batch_size: int = setting(100, "mini-batch size", flwr=True)
+    lam: float = setting(14.0, "MIST: weight of the cross-difference loss", group="MIST", flwr=True)
+    xdiff_loss: str = setting("l1", "MIST: cross-difference loss, l1 (paper), l2 or kl", group="MIST", flwr=True)
+    mixup_alpha: float = setting(0.0, "> 0 enables mixup in phase 1 (MIST+Mixup)", group="MIST", flwr=True)
+    repartition: str = setting("epoch", "MIST: partitions redrawn every epoch (paper) or fixed (authors' code)",
+                               group="MIST", flwr=True)
+    skip_last_xdiff: bool = setting(False, "MIST: no phase 2 in the last epoch (the authors' code)", group="MIST")
+    lr_schedule: list[int] = setting(help="epochs after which lr is multiplied by 0.1, e.g. 200,250", factory=list)
+    train_size: int = setting(0, "target training-set size; 0 = the paper's", group="Run")
+    seed: int = setting(0, "training seed", group="Run", recipe=False, flwr=True)
+    data_seed: int = setting(-1, "seed of generated (synthetic) data; -1 = seed", group="Run")
+    device: str = setting("cpu", "cpu or cuda", group="Resources", trains=False, recipe=False, flwr=True)
+    mode: str = setting("virtual", "virtual (server computes MIST's targets), private (peers' weights "
+                        "forwarded) or fl (real federated learning)", group="Run", flwr=True)
+    data_dir: str = setting("", "data directory; default $FEDMIST_DATA or ../shared/data", group="Resources",
+                            trains=False, recipe=False, flwr=True)
+    eval_every: int = setting(1, "evaluate every N epochs (the last is always evaluated)", group="Resources",
+                              trains=False)
+    predict_in_train_reply: bool = setting(True, "phase-1 replies carry the peers' probabilities (2 rounds per "
+                                           "epoch); off: a separate query.predict round", group="MIST")
+    cpus_per_client: float = setting(1.0, "Ray CPUs per client (2 cores / 1.0 = 2 concurrent clients)",
+                                     group="Resources", trains=False, recipe=False, flwr=True)
+    gpus_per_client: float = setting(0.0, "fraction of a GPU per client, e.g. 0.25", group="Resources",
+                                     trains=False, recipe=False)
+    round_timeout: float = setting(600.0, "seconds the server waits for a round's replies", group="Resources",
+                                   trains=False, flwr=True)
+    min_clients: int = setting(0, "replies a round needs after round_timeout; 0 = every client",
+                               group="Resources", flwr=True)
+    validation_fraction: float = setting(0.0, "> 0: hold this share of the members out and evaluate on it "
+                                         "(fedmist tune)", recipe=False)
+    reference_size: int = setting(-1, "rows of the training budget held out as a reference set; -1 = the "
+                                  "defense's default")
+    params: dict[str, Any] = setting(help="the defense's own knobs (TOML [params], --set params.K=V)",
+                                     factory=dict, recipe=False, option=False)
+    # --- real federated learning (mode = "fl") ---------------------------------------------------
+    partition: str = setting("iid", "FL: each client's fixed data, iid or dirichlet:ALPHA", group="Federated")
+    rounds: int = setting(0, "FL: rounds; > 0 sets epochs", group="Federated")
+    local_epochs: int = setting(1, "FL: passes over its own partition a client makes per round", group="Federated")
+    record_updates: bool = setting(False, "FL: record every round's global model and every client's update "
+                                   "(for fedmist attack --threat)", group="Federated")
+    max_record_gb: float = setting(4.0, "FL: refuse to start when the recording would exceed this",
+                                   group="Federated")
+    fl_dp_noise: float = setting(0.0, "FL: > 0 = DP-FedAvg, noise multiplier z on the clipped average",
+                                 group="Federated")
+    fl_dp_clip: float = setting(1.0, "FL: DP-FedAvg's L2 clipping norm of each client's update", group="Federated")
+    fl_dp_delta: float = setting(1e-5, "FL: the delta that DP-FedAvg's epsilon is reported at", group="Federated")
+    active_attack: str = setting("", "FL: client:K does gradient ascent on target rows before upload",
+                                 group="Federated")
+    active_targets: int = setting(100, "FL: rows the active attacker targets", group="Federated")
+    active_lr: float = setting(0.1, "FL: learning rate of the attacker's gradient ascent", group="Federated")
+    active_steps: int = setting(1, "FL: full-batch ascent steps on the targets per round", group="Federated")
 
     def validate(self) -> "RunConfig":
-        """Raise ConfigError naming the first bad field; return self so calls chain."""
-        from fedmist.defenses import DEFENSES
+        """Raise ConfigError naming the first bad field; return self so calls chain.
 
-        if self.defense not in DEFENSES:
-            raise ConfigError(f"unknown defense {self.defense!r}; known: {', '.join(sorted(DEFENSES))}")
-        DEFENSES[self.defense].check(self)
+        Checks each field on its own; what depends on the defense or the FL mode is checked where a
+        run is prepared (``fedmist.runs.checks``)."""
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if not self.lr > 0:
@@ -97,9 +139,6 @@ class RunConfig:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        DEFENSES[self.defense].parse_params(self.params)
-        from fedmist.fl.checks import check_fl_config, check_not_fl
-        check_fl_config(self) if self.mode == "fl" else check_not_fl(self)
         return self
 
     @property
@@ -124,8 +163,14 @@ class RunConfig:
                 cfg.params = {**cfg.params, key.split(".", 1)[1]: value}
                 continue
             if key not in fields:
-                raise ConfigError(f"unknown config key {raw_key!r}; known keys: {', '.join(sorted(fields))}")
-            setattr(cfg, key, _coerce(key, fields[key], value))
+                known = ", ".join(sorted(display_name(k) for k in fields))
+                raise ConfigError(f"unknown config key {raw_key!r}; known keys: {known}")
+            if key == "params":
+                if not isinstance(value, dict):
+                    raise ConfigError(f"config key 'params' must be a table, got {value!r}")
+                setattr(cfg, key, {normalize_key(k): v for k, v in value.items()})
+                continue
+            setattr(cfg, key, coerce(f"config key {display_name(key)!r}", default_of(fields[key]), value))
         return cfg
 
     @classmethod
@@ -156,22 +201,36 @@ def parse_sets(items: list[str]) -> dict[str, str]:
 
 
 def normalize_key(key: str) -> str:
-    """``lambda`` -> ``lam``; kebab-case -> snake_case."""
-    key = key.replace("-", "_")
-    return "lam" if key == "lambda" else key
+    """``lambda`` -> ``lam``; kebab-case -> snake_case.
+
+    >>> normalize_key("lambda"), normalize_key("batch-size")
+    ('lam', 'batch_size')
+    """
+    key = key.strip().replace("-", "_")
+    return {v: k for k, v in DISPLAY_NAMES.items()}.get(key, key)
 
 
-def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
-    """Convert strings from Flower's run-config / CLI into the field's type, or explain."""
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+def display_name(key: str) -> str:
+    """The name users type (options, recipes, errors): ``lam`` -> ``lambda``."""
+    return DISPLAY_NAMES.get(key, key)
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+
+
+def coerce(what: str, default: Any, value: Any) -> Any:
+    """``value`` (a string from the CLI or Flower's run-config, or a TOML value) as the type of
+    ``default``, or a ConfigError naming ``what``. The one converter of config fields and of the
+    defenses' ``[params]``.
+
+    >>> coerce("x", 1, "3"), coerce("x", 0.5, "2"), coerce("x", False, "yes"), coerce("x", [0], "2,5")
+    (3, 2.0, True, [2, 5])
+    """
     try:
         if isinstance(default, bool):
             if isinstance(value, str):
-                if value.lower() in ("true", "1", "yes"):
-                    return True
-                if value.lower() in ("false", "0", "no"):
-                    return False
-                raise ValueError(value)
+                return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[value.lower()]
             return bool(value)
         if isinstance(default, int):
             if isinstance(value, float) and not value.is_integer():
@@ -179,14 +238,53 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
             return int(value)
         if isinstance(default, float):
             return float(value)
-        if isinstance(default, dict):
-            if not isinstance(value, dict):
-                raise ValueError(value)
-            return {normalize_key(k): v for k, v in value.items()}
         if isinstance(default, list):
             if isinstance(value, str):
                 return [int(v) for v in value.replace(",", " ").split()]
             return [int(v) for v in value]
         return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"config key {key!r}: cannot use {value!r} as {type(default).__name__}") from None
+    except (TypeError, ValueError, KeyError):
+        raise ConfigError(f"{what}: cannot use {value!r} as {type(default).__name__}") from None
+
+
+# --- what the rest of fedmist derives from the field declarations --------------------------------
+def config_fields(cls: type = RunConfig, **where: Any) -> list[dataclasses.Field]:
+    """The fields of ``cls`` whose metadata matches ``where`` (e.g. ``trains=False``)."""
+    return [f for f in dataclasses.fields(cls) if all(f.metadata.get(k) == v for k, v in where.items())]
+
+
+def non_training_keys(cls: type = RunConfig) -> frozenset[str]:
+    """Fields that change where or how fast a run trains, not what it learns."""
+    return frozenset(f.name for f in config_fields(cls, trains=False))
+
+
+def flwr_keys(cls: type = RunConfig) -> dict[str, str]:
+    """``[tool.flwr.app.config]`` key (kebab-case) -> field name, for the fields Flower exposes."""
+    return {display_name(f.name).replace("_", "-"): f.name for f in config_fields(cls, flwr=True)}
+
+
+def training_differences(saved: dict[str, Any], now: "RunConfig") -> list[str]:
+    """``"epochs: saved 2 vs now 3"`` for every training field where a saved config (``config.json``)
+    and ``now`` differ; fields the saved config predates count at their default."""
+    cls = type(now)
+    defaults = cls().to_dict()
+    saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+    mine = now.to_dict()
+    skip = non_training_keys(cls)
+    return [f"{display_name(k)}: saved {saved.get(k)!r} vs now {mine[k]!r}"
+            for k in sorted(mine) if k not in skip and saved.get(k) != mine[k]]
+
+
+def parse_client(text: str, clients: int, what: str) -> int:
+    """``"client:3"`` -> 3, checking 0 <= 3 < clients.
+
+    >>> parse_client("client:2", 4, "threat")
+    2
+    """
+    kind, _, value = text.strip().partition(":")
+    if kind != "client" or not value.strip().lstrip("-").isdigit():
+        raise ConfigError(f"{what} must look like client:K (K = 0..{clients - 1}), got {text!r}")
+    k = int(value)
+    if not 0 <= k < clients:
+        raise ConfigError(f"{what} names client {k}, but the federation has clients 0..{clients - 1}")
+    return k

@@ -28,3 +28,7 @@ def require_finite(name: str, value: float, *, positive: bool, must: str) -> Non
     (``positive``) or >= 0: the one check behind every noise scale, clip norm and budget knob."""
     if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
         raise ConfigError(f"{name} must be {must}, got {value}")
+
+
+class AuditError(FedmistError):
+    """An audit cannot run as asked: a missing input, a stale shadow cache, a bad option."""

@@ -17,7 +17,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedmist.config import RunConfig
 from fedmist.flower.server import serve
-from fedmist.runner import Run, default_out, open_run, prepare_config
+from fedmist.runs.console import epoch_line
+from fedmist.runs.rundir import Run, default_out, open_run, prepare_config
 
 # run-config keys that are not RunConfig fields
 APP_KEYS = {"recipe", "out", "resume", "force", "config-json"}
@@ -53,7 +54,6 @@ def make_server_app(runs: Iterable[Run], clients: int) -> ServerApp:
 
 
 def _print_epoch(run: Run, row: dict) -> None:
-    from fedmist.console import epoch_line
 
     line = epoch_line(run.cfg.defense, row).replace("[bold]", "").replace("[/]", "")
     dropped = row.get("dropped") or []

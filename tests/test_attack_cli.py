@@ -12,8 +12,8 @@ import pytest
 
 from fedmist.cli import main
 from fedmist.config import RunConfig
-from fedmist.runner import open_run, prepare_config
-from fedmist.simulation import train_runs
+from fedmist.runs.rundir import open_run, prepare_config
+from fedmist.flower.simulation import train_runs
 
 
 @pytest.fixture(scope="module")

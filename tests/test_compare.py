@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from fedmist.compare import aggregate, markdown_table, plan_cells
+from fedmist.studies.compare import aggregate, markdown_table, plan_cells
 from fedmist.errors import ConfigError
-from fedmist.tune import Knob, bisect_strongest, write_recipe
+from fedmist.studies.tune import Knob, bisect_strongest, write_recipe
 
 TINY = ["--set", "model=mlp-small", "--set", "epochs=2", "--set", "batch_size=20", "--set", "train_size=120",
         "--bootstrap", "10"]
@@ -154,7 +154,7 @@ def _forget_cluster(before: str | None) -> None:
 def test_epsilon_column_is_dp_only():
     """The table's ε is a DP budget: DP-SGD's (reported with δ) shows, MemGuard's L1 distortion
     budget (old runs called it ``epsilon``) does not."""
-    from fedmist.compare import dp_epsilon
+    from fedmist.studies.compare import dp_epsilon
 
     assert dp_epsilon({"epsilon": 73.3, "delta": 1e-5, "noise_multiplier": 0.5}) == 73.3
     assert math.isnan(dp_epsilon({"epsilon": 1.0, "defender_train_acc": 0.6}))

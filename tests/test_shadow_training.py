@@ -10,8 +10,9 @@ import torch
 
 from fedmist.config import RunConfig
 from fedmist.errors import ConfigError
-from fedmist.runner import open_run, prepare_config
-from fedmist.shadow_training import ShadowTrainer, shadow_seed
+from fedmist.runs.rundir import open_run, prepare_config
+from fedmist.flower.simulation import simulate_runs
+from fedmist.runs.shadows import ShadowTrainer, shadow_seed
 
 
 def _train(trainer: ShadowTrainer, jobs: list[tuple[int, np.ndarray]]) -> dict[int, dict[str, torch.Tensor]]:
@@ -25,7 +26,7 @@ def test_flower_shadows_equal_in_process_shadows_and_keep_the_recipe(tiny_cfg: R
     pool = np.arange(200)
     rng = np.random.default_rng(0)
     jobs = [(i, np.sort(rng.choice(pool, 100, replace=False))) for i in range(2)]
-    flower = _train(ShadowTrainer(target, audit_seed=0, engine="flower"), jobs)
+    flower = _train(ShadowTrainer(target, audit_seed=0, engine="flower", simulate=simulate_runs), jobs)
     plain = _train(ShadowTrainer(target, audit_seed=0, engine="inprocess"), jobs)
     assert sorted(flower) == [0, 1]
     for i in (0, 1):

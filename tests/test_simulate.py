@@ -14,9 +14,9 @@ import torch
 import fedmist
 from fedmist.config import RunConfig
 from fedmist.engine import loop
-from fedmist.engine.inprocess import InProcessFederation
+from fedmist.runs.inprocess import InProcessFederation
 from fedmist.engine.loop import run_epoch
-from fedmist.runner import open_run, prepare_config
+from fedmist.runs.rundir import open_run, prepare_config
 
 TINY = ["--dataset", "synthetic:240x12x3", "--model", "mlp-small", "--clients", "3", "--epochs", "2",
         "--batch-size", "20", "--lambda", "5", "--train-size", "120", "--seed", "7"]
@@ -28,7 +28,7 @@ def _fedmist(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def _in_process(cfg: RunConfig) -> dict[str, torch.Tensor]:
     run = open_run(prepare_config(cfg), None)
-    return loop.train(run.cfg, InProcessFederation(), run.state, run.split.members)
+    return loop.train(run.cfg, run.spec, InProcessFederation(), run.state, run.split.members)
 
 
 def test_flower_simulation_matches_in_process_training_and_writes_the_run_dir(tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_resume_continues_from_the_checkpoint_and_ends_with_the_same_weights(tmp
                                    batch_size=20, lam=5.0, train_size=120, seed=7, mode="private"))
     # An "interrupted" run: epoch 1 done and checkpointed, then the process died.
     run = open_run(cfg, out)
-    state, rep = run_epoch(cfg, InProcessFederation(), run.state, run.split.members, 1)
+    state, rep = run_epoch(cfg, run.spec, InProcessFederation(), run.state, run.split.members, 1)
     run.on_epoch(state, rep)
     assert (out / "checkpoint.pt").is_file() and not (out / "model.pt").exists()
 
@@ -106,7 +106,7 @@ def test_epoch_time_counts_the_training_rounds_not_the_evaluation(monkeypatch) -
     state = run.state
     run.begin()
     for epoch in (1, 2):
-        state, rep = run_epoch(cfg, InProcessFederation(), state, run.split.members, epoch)
+        state, rep = run_epoch(cfg, run.spec, InProcessFederation(), state, run.split.members, epoch)
         run.on_epoch(state, rep)
     first, last = run.history
     assert "eval_time" not in first and "test_acc" not in first  # epoch 1 is not an eval epoch

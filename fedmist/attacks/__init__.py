@@ -4,10 +4,27 @@ Every attack maps an ``AttackContext`` to one score per audited example, higher 
 member, and never sees the true membership.
 """
 
-from fedmist.attacks.context import AttackContext
-from fedmist.attacks.registry import ATTACKS, NEEDS, AttackSpec, check_attacks, register_attack, run_attacks
 from fedmist.attacks import (  # noqa: F401  (each module registers its attacks)
-    loss, confidence, entropy, mentr, class_nn, lira, rmia, canary, random_perturbation, label_only, whitebox,
+    canary,
+    class_nn,
+    confidence,
+    entropy,
+    label_only,
+    lira,
+    loss,
+    mentr,
+    random_perturbation,
+    rmia,
+    whitebox,
+)
+from fedmist.attacks.context import AttackContext
+from fedmist.attacks.registry import (
+    ATTACKS,
+    NEEDS,
+    AttackSpec,
+    check_attacks,
+    register_attack,
+    run_attacks,
 )
 
 __all__ = ["ATTACKS", "NEEDS", "AttackContext", "AttackSpec", "check_attacks", "register_attack", "run_attacks"]

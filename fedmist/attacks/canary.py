@@ -23,7 +23,12 @@ from torch import nn
 
 from fedmist.attacks.context import AttackContext
 from fedmist.attacks.lira import lira_scores
-from fedmist.attacks.queries import input_domain, model_device, predict_logits, torch_generator
+from fedmist.attacks.queries import (
+    input_domain,
+    model_device,
+    predict_logits,
+    torch_generator,
+)
 from fedmist.attacks.registry import AttackSpec, attack_seed, register_attack
 from fedmist.attacks.signals import lira_phi
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fedmist.attacks.signals import lira_phi
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 
 
 @dataclass(frozen=True, eq=False)

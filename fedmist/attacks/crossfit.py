@@ -18,7 +18,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 
 MIN_LABEL_ROWS = 5  # fewer IN or OUT rows than this: no classifier of its own (early stopping splits them)
 

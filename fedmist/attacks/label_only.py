@@ -17,7 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedmist.attacks.queries import chunk_rows, flip_bits, input_domain, model_device, torch_generator
+from fedmist.attacks.queries import (
+    chunk_rows,
+    flip_bits,
+    input_domain,
+    model_device,
+    torch_generator,
+)
 from fedmist.attacks.registry import AttackSpec, attack_seed, register_attack
 
 QUANTILE = 0.25

@@ -27,7 +27,7 @@ from scipy.stats import norm
 
 from fedmist.attacks.context import AttackContext
 from fedmist.attacks.registry import AttackSpec, register_attack
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 
 MIN_STD = 1e-6
 

@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedmist.attacks.queries import chunk_rows, flip_bits, input_domain, model_device, torch_generator
+from fedmist.attacks.queries import (
+    chunk_rows,
+    flip_bits,
+    input_domain,
+    model_device,
+    torch_generator,
+)
 from fedmist.attacks.registry import AttackSpec, attack_seed, register_attack
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedmist.attacks.context import AttackContext
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 
 NEEDS = frozenset({"outputs", "shadows", "model"})
 

@@ -25,7 +25,7 @@ from scipy.special import logsumexp
 from fedmist.attacks.context import AttackContext
 from fedmist.attacks.registry import AttackSpec, register_attack
 from fedmist.attacks.signals import true_class_logprob
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 
 OFFLINE_A = 0.3
 

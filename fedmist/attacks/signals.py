@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 
 
 def _check(logits: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:

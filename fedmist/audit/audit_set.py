@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import numpy as np
 from scipy.stats import norm
 from sklearn.metrics import auc, roc_auc_score, roc_curve
 
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 
 # MIST §4.6 takes the 1,000 most vulnerable of the 20,000 CIFAR training examples (5 %).
 PAPER_VULNERABLE = 1000

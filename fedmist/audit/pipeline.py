@@ -18,11 +18,21 @@ from fedmist.attacks.lira import lira_gaussians
 from fedmist.attacks.queries import model_device, predict_logits
 from fedmist.attacks.signals import lira_phi
 from fedmist.audit.audit_set import AuditSet, build_audit_set, split_arrays
-from fedmist.audit.errors import AuditError
 from fedmist.audit.metrics import most_vulnerable_subset, vulnerable_subset_size
 from fedmist.audit.report import build_report, write_report
-from fedmist.audit.shadows import (ShadowLayout, TrainFn, balanced_keep, cache_keys, check_shadow_count, clear_cache,
-                                   load_layout, load_shadow_state, save_layout, train_shadows)
+from fedmist.audit.shadows import (
+    ShadowLayout,
+    TrainFn,
+    balanced_keep,
+    cache_keys,
+    check_shadow_count,
+    clear_cache,
+    load_layout,
+    load_shadow_state,
+    save_layout,
+    train_shadows,
+)
+from fedmist.errors import AuditError
 
 # (loaded run, audit seed) -> train_fn(shadow_index, member_rows) -> state_dict
 TrainFnFactory = Callable[[Any, int], TrainFn]
@@ -181,7 +191,7 @@ def audit_run(run: Any, attacks: Sequence[str], n_shadows: int, train_fn_factory
     if report["vulnerable_subset"] is not None:
         report["vulnerable_subset"]["source"] = source
     report["audit"] = {
-        "run": Path(run.path).name, "seed": seed, "attacks": attacks, "n_shadows": n_shadows,
+        "run": Path(run.path).name, "seed": seed, "attacks": attacks, "n_shadows": n_shadows, "bootstrap": n_bootstrap,
         "shadows_trained_now": n_trained, "shadow_protocol": SHADOW_PROTOCOL if n_shadows else None,
         "pool_size": int(len(aset.pool)), "shadow_train_size": int(len(aset.pool) // 2) if n_shadows else None,
         "target_train_size": int(len(split["members"])),

@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from rich.table import Table
 from sklearn.metrics import roc_curve
 
-from fedmist.audit.errors import AuditError
 from fedmist.audit.metrics import roc_metrics
+from fedmist.errors import AuditError
 
 FORMAT = "fedmist-audit-1"
 HEADLINE_FPR = 0.001  # the paper's headline: highest PLR at 0.1 % FPR over all attacks

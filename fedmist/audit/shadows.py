@@ -24,9 +24,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 
 FORMAT = "fedmist-shadows-1"
 REBUILD_HINT = "rerun with --rebuild-shadows to discard it and train new shadows"

@@ -89,7 +89,8 @@ def _load(name: str, data_dir: Path) -> Dataset:
     if missing:
         archive = root / CIFAR_ARCHIVES[name]
         hint = (f"extract {display_path(archive)} there (tar xzf)" if archive.is_file() else
-                f"put the extracted {CIFAR_FOLDERS[name]} folder from {CIFAR_ARCHIVES[name]} "
+                f"run `fedmist data download {name}` (or pass --download), or put the "
+                f"extracted {CIFAR_FOLDERS[name]} folder from {CIFAR_ARCHIVES[name]} "
                 f"(https://www.cs.toronto.edu/~kriz/cifar.html) in {display_path(root)}")
         raise DataError(f"{name} is missing: {display_path(folder)} lacks "
                         f"{', '.join(missing)}; {hint}")

@@ -10,12 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedmist.data.download import MIRROR_ENV, SOURCES, dataset_present, download_dataset
 from fedmist.data.paths import DATA_ENV, display_path, resolve_data_dir
 from fedmist.data.store import import_dataset, list_datasets
 from fedmist.errors import FedmistError
 
 data_app = typer.Typer(
-    help="List the benchmark datasets and import their files into the data directory.",
+    help="List the benchmark datasets; download or import their files into the data directory.",
     no_args_is_help=True,
 )
 
@@ -95,3 +96,39 @@ def import_cmd(
     if used != dest:
         typer.echo(f"note: {display_path(used)} takes precedence when loading {name}; "
                    f"remove it to use the imported file")
+
+
+@data_app.command("download")
+def download_cmd(
+    name: Annotated[str, typer.Argument(help=f"{', '.join(SOURCES)}.")],
+    data_dir: DataDirOption = None,
+    mirror: Annotated[str | None, typer.Option(
+        "--mirror", help=f"Base address holding the same file names. Default: ${MIRROR_ENV}, "
+                         f"else the published addresses.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Download even if present; replace a different existing file.")] = False,
+) -> None:
+    """Download NAME from where it is published, check its pinned checksum, and install it.
+
+    NAME is location, texas, purchase, cifar10 or cifar100. The file then passes the same
+    checks as `fedmist data import`. Run the command again to resume a partial download.
+    """
+    try:
+        root = resolve_data_dir(data_dir)
+        if name in SOURCES and not force and dataset_present(name, root):
+            used = next(s.path for s in list_datasets(root) if s.name == name)
+            typer.echo(f"{name}: already present at {display_path(used)} "
+                       f"(--force downloads it again)")
+            return
+        with warnings.catch_warnings(record=True) as caught:  # shown as plain lines below
+            warnings.simplefilter("always")
+            dest = download_dataset(name, root, mirror=mirror, force=force)
+    except FedmistError as e:
+        raise _fail(e) from e
+    for w in caught:
+        typer.echo(f"warning: {w.message}", err=True)
+    typer.echo(f"{name}: installed {display_path(dest)}")
+    used = next(s.path for s in list_datasets(root) if s.name == name)
+    if used != dest:
+        typer.echo(f"note: {display_path(used)} takes precedence when loading {name}; "
+                   f"remove it to use the downloaded file")

@@ -73,8 +73,9 @@ def missing_message(data_dir: Path) -> str:
     """Exactly which file would make Location loadable from ``data_dir``."""
     return (f"Location is missing: put dataset_location.tgz (GitHub privacytrustlab/datasets, "
             f"sha256 {min(LOCATION.archive_ids)}) at {display_path(data_dir / TGZ)}, "
-            f"or its extracted CSV at {display_path(data_dir / CSV)}; "
-            f"`fedmist data import location FILE` installs one")
+            f"or its extracted CSV at {display_path(data_dir / CSV)}: run "
+            f"`fedmist data download location` (or pass --download), or "
+            f"`fedmist data import location FILE` to install a copy you have")
 
 
 def _parse(data: bytes, what: str, spec: TabularSpec) -> tuple[np.ndarray, np.ndarray]:

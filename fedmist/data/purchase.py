@@ -94,8 +94,9 @@ def missing_message(data_dir: Path) -> str:
     return (f"Purchase100 is missing: put one of "
             f"{display_path(data_dir / NPZ)} (git blob {min(PURCHASE.npz_blob_ids)}), "
             f"{display_path(data_dir / TGZ)} (git blob {min(PURCHASE.archive_ids)}), "
-            f"or the extracted CSV {display_path(data_dir / CSV)}; "
-            f"`fedmist data import purchase FILE` installs one")
+            f"or the extracted CSV {display_path(data_dir / CSV)}: run "
+            f"`fedmist data download purchase` (or pass --download), or "
+            f"`fedmist data import purchase FILE` to install a copy you have")
 
 
 def synthetic_purchase(data_dir: Path | None, seed: int = 0) -> Dataset:

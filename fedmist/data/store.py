@@ -27,7 +27,12 @@ from fedmist.data.cifar import (
     torchvision_available,
 )
 from fedmist.data.dataset import Dataset
-from fedmist.data.formats import TabularSpec, archive_id, git_blob_sha1, npz_feature_shape
+from fedmist.data.formats import (
+    TabularSpec,
+    archive_id,
+    git_blob_sha1,
+    npz_feature_shape,
+)
 from fedmist.data.paths import display_path
 from fedmist.errors import DataError
 
@@ -184,7 +189,7 @@ def _location_status(data_dir: Path) -> DatasetStatus:
         return DatasetStatus("location", "present", data_dir / location.CSV, None,
                              (spec.n_features,), "extracted CSV, checked on load")
     return DatasetStatus("location", "missing", data_dir / location.TGZ, None, None,
-                         "import dataset_location.tgz")
+                         "run `fedmist data download location`, or import dataset_location.tgz")
 
 
 def _texas_status(data_dir: Path) -> DatasetStatus:
@@ -199,13 +204,15 @@ def _texas_status(data_dir: Path) -> DatasetStatus:
                              "extracted feats + labels, checked on load")
     if labels.is_file():
         return DatasetStatus("texas", "incomplete", labels, None, None,
-                             "labels only; import texas100.npz or dataset_texas.tgz "
+                             "labels only; run `fedmist data download texas`, or import "
+                             "texas100.npz or dataset_texas.tgz "
                              "(synthetic:texas uses these labels)")
     if feats.is_file():
         return DatasetStatus("texas", "incomplete", feats, None, None,
                              f"labels missing: put them at {display_path(labels)}")
     return DatasetStatus("texas", "missing", data_dir / texas.NPZ, None, None,
-                         "import texas100.npz or dataset_texas.tgz")
+                         "run `fedmist data download texas`, or import texas100.npz or "
+                         "dataset_texas.tgz")
 
 
 def _purchase_status(data_dir: Path) -> DatasetStatus:
@@ -218,7 +225,8 @@ def _purchase_status(data_dir: Path) -> DatasetStatus:
         return DatasetStatus("purchase", "present", data_dir / purchase.CSV, None,
                              (spec.n_features,), "extracted CSV, checked on load")
     return DatasetStatus("purchase", "missing", data_dir / purchase.NPZ, None, None,
-                         "import purchase100.npz or dataset_purchase.tgz")
+                         "run `fedmist data download purchase`, or import purchase100.npz "
+                         "or dataset_purchase.tgz")
 
 
 def _cifar_status(name: str, data_dir: Path) -> DatasetStatus:
@@ -235,4 +243,5 @@ def _cifar_status(name: str, data_dir: Path) -> DatasetStatus:
         return DatasetStatus(name, "incomplete", folder, None, None,
                              f"missing {', '.join(missing)}")
     return DatasetStatus(name, "missing", folder, None, None,
-                         f"extract {CIFAR_ARCHIVES[name]} into {name}/")
+                         f"run `fedmist data download {name}`, or extract "
+                         f"{CIFAR_ARCHIVES[name]} into {name}/")

@@ -99,7 +99,8 @@ def missing_message(data_dir: Path) -> str:
     options = (f"{display_path(data_dir / NPZ)} (git blob {min(TEXAS.npz_blob_ids)}), "
                f"{display_path(data_dir / TGZ)} (git blob {min(TEXAS.archive_ids)}), "
                f"or {display_path(data_dir / FEATS)} beside {LABELS.name}")
-    fix = "`fedmist data import texas FILE` installs one"
+    fix = ("run `fedmist data download texas` (or pass --download), or "
+           "`fedmist data import texas FILE` to install a copy you have")
     if (data_dir / LABELS).is_file():
         return (f"Texas100 features are missing: only the labels are present "
                 f"({display_path(data_dir / LABELS)}); put one of {options}; {fix}")

@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedmist.config import RunConfig
-from fedmist.defenses.registry import DefenseSpec, register_defense
+from fedmist.defenses.registry import DefenseSpec, Knob, register_defense
 from fedmist.errors import ConfigError
 from fedmist.training.batches import gather
 from fedmist.training.local import make_optimizer, sgd_pass
 from fedmist.training.steps import StepContext, register_step
-from fedmist.tune import Knob
+from fedmist.training.workspace import get_workspace
 
 PREFIX = "aux/advreg/"
 H_SEED = 0xAD5E  # offset of h's initialisation seed from the run's seed
@@ -94,7 +94,6 @@ def member_log_h(h: Attack, probs: torch.Tensor, onehot: torch.Tensor) -> torch.
 
 def init_attack(cfg: RunConfig, params: AdvRegParams, model: nn.Module) -> dict[str, torch.Tensor]:
     """h's initial weights as ``aux/advreg/...`` tensors, seeded from the run's seed."""
-    from fedmist.engine.workspace import get_workspace
 
     num_classes = get_workspace(cfg).dataset.num_classes  # may build the workspace: not under the seed
     with torch.random.fork_rng(devices=[]):

@@ -9,19 +9,21 @@ each ``metrics.json`` row). The distillation's lr schedule restarts at its own e
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from fedmist.config import RunConfig
-from fedmist.engine.jobs import LocalJob, State
-from fedmist.engine.workspace import get_workspace
 from fedmist.models import build_model
-
-if TYPE_CHECKING:  # the engine imports the defense registry, so these come late
-    from fedmist.engine.loop import Federation
-    from fedmist.runner import Run
+from fedmist.training.jobs import (
+    EpochReport,
+    Federation,
+    LocalJob,
+    State,
+    TrainingRun,
+    step_lr,
+)
+from fedmist.training.workspace import get_workspace
 
 STAGE_FIRST, STAGE_DISTILL = 1.0, 2.0
 
@@ -50,16 +52,14 @@ def unprefixed(state: State, prefix: str) -> State:
 
 def phase_lr(cfg: RunConfig, base_lr: float, phase_epoch: int) -> float:
     """``base_lr`` under the recipe's step schedule (``lr_at``), counted from the phase's own first epoch."""
-    return base_lr * 0.1 ** sum(1 for m in cfg.lr_schedule if phase_epoch > m)
+    return step_lr(base_lr, cfg.lr_schedule, phase_epoch)
 
 
-def distill(run: "Run", federation: "Federation", student: State, rows: np.ndarray, targets: np.ndarray, *,
+def distill(run: TrainingRun, federation: Federation, student: State, rows: np.ndarray, targets: np.ndarray, *,
             base_lr: float, epochs: int, start: int = 1, keep: State | None = None) -> State:
     """Distillation epochs ``start..epochs`` of the student on client 0 (reported as run epochs
     ``cfg.epochs + d``); ``keep`` (``aux/`` tensors) rides along in every checkpoint but the last so
     a resumed run finds its soft labels. Returns the student's weights."""
-    from fedmist.engine.loop import EpochReport
-
     cfg, keep = run.cfg, keep or {}
     if len(rows) != len(targets):
         raise ValueError(f"{len(rows)} distillation rows but {len(targets)} soft labels")

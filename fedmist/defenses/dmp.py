@@ -23,20 +23,27 @@ student's. During distillation the selected rows and their soft labels live in t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from fedmist.defenses.distillation import STAGE_FIRST, distill, distill_epochs_of, fresh_state
+from fedmist.config import RunConfig
+from fedmist.defenses.distillation import (
+    STAGE_FIRST,
+    distill,
+    distill_epochs_of,
+    fresh_state,
+)
 from fedmist.defenses.registry import AUX, DefenseSpec, model_part, register_defense
-from fedmist.engine.jobs import PredictJob, State
 from fedmist.errors import ConfigError
-
-if TYPE_CHECKING:
-    from fedmist.config import RunConfig
-    from fedmist.engine.loop import EpochReport, Federation
-    from fedmist.runner import Run
+from fedmist.training.jobs import (
+    EpochReport,
+    Federation,
+    PredictJob,
+    Rounds,
+    State,
+    TrainingRun,
+)
 
 ROWS, TARGETS = AUX + "dmp/rows", AUX + "dmp/targets"
 _SALT = 0xD3B  # the student's initial weights differ from the teacher's
@@ -92,7 +99,7 @@ def selection_size(p: DmpParams, n_reference: int) -> int:
     return n
 
 
-def student_data(cfg: "RunConfig", federation: "Federation", teacher: State,
+def student_data(cfg: RunConfig, federation: Federation, teacher: State,
                  reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The student's rows (the selected reference rows) and their soft labels, from one
     ``query.predict`` of the teacher on every reference row."""
@@ -102,30 +109,29 @@ def student_data(cfg: "RunConfig", federation: "Federation", teacher: State,
     return reference[keep], soften(res.probs[keep], p.temperature)
 
 
-def _params(cfg: "RunConfig") -> DmpParams:
+def _params(cfg: RunConfig) -> DmpParams:
     return DMP.parse_params(cfg.params)
 
 
-def _check(cfg: "RunConfig") -> None:
+def _check(cfg: RunConfig) -> None:
     if cfg.reference_size == 0:
         raise ConfigError("dmp needs reference rows for its student (reference_size > 0, or -1 for the default)")
 
 
-def train_dmp(run: "Run", federation: "Federation") -> State:
-    """Teacher epochs, selection and soft labels, student epochs, from ``run.start_epoch``."""
-    from fedmist.engine.loop import train
-
+def train_dmp(run: TrainingRun, federation: Federation, rounds: Rounds) -> State:
+    """Teacher epochs (the engine's ``rounds``), selection and soft labels, student epochs, from
+    ``run.start_epoch``."""
     cfg, p = run.cfg, _params(run.cfg)
     selection_size(p, len(run.split.reference))  # fail before the teacher trains, not after
     if TARGETS in run.state:  # resumed during distillation
         rows, targets = run.state[ROWS].numpy(), run.state[TARGETS].numpy()
         student = model_part(run.state)
     else:
-        def report(state: State, rep: "EpochReport") -> None:
+        def report(state: State, rep: EpochReport) -> None:
             rep.extra["stage"] = STAGE_FIRST
             run.on_epoch(state, rep)
 
-        teacher = train(cfg, federation, model_part(run.state), run.split.members, run.start_epoch, report)
+        teacher = rounds(federation, model_part(run.state), run.split.members, run.start_epoch, report)
         rows, targets = student_data(cfg, federation, teacher, run.split.reference)
         student = fresh_state(cfg, _SALT)
     keep = {ROWS: torch.from_numpy(np.ascontiguousarray(rows)), TARGETS: torch.from_numpy(np.ascontiguousarray(targets))}

@@ -10,7 +10,6 @@ batches. After training the run reports the (ε, δ) the whole run spent (``summ
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 from dataclasses import dataclass
 
@@ -20,12 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedmist.config import RunConfig
-from fedmist.defenses.registry import DefenseSpec, register_defense
+from fedmist.data.registry import load_dataset
+from fedmist.defenses.registry import DefenseSpec, Knob, register_defense
 from fedmist.errors import ConfigError, require_finite
+from fedmist.models import MODELS, build_model
 from fedmist.training.batches import gather
 from fedmist.training.local import make_optimizer
+from fedmist.training.privacy import epsilon_spent  # noqa: F401  (re-exported)
 from fedmist.training.steps import StepContext, register_step
-from fedmist.tune import Knob
+from fedmist.training.workspace import model_name_for
 
 # Layer types do not depend on the data's size, and validation must not load the data: the
 # network is checked as built for this input (every registered model accepts it; the MLPs flatten).
@@ -91,17 +93,6 @@ def noise_multiplier_for(p: DPSGDParams, q: float, total_steps: int) -> float:
     if p.target_epsilon > 0:
         return _calibrated_sigma(p.target_epsilon, p.delta, q, total_steps)
     return p.noise_multiplier
-
-
-def epsilon_spent(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
-    """ε of ``steps`` Poisson-subsampled Gaussian steps by Opacus's RDP accountant (inf without noise)."""
-    from opacus.accountants import RDPAccountant
-
-    if noise_multiplier <= 0:
-        return math.inf
-    acc = RDPAccountant()
-    acc.history = [(noise_multiplier, sample_rate, steps)]
-    return float(acc.get_epsilon(delta))
 
 
 # --- the training step ------------------------------------------------------------------------
@@ -192,9 +183,6 @@ def _ghost_epoch(ctx: StepContext, base: torch.optim.Optimizer, optimizer_args: 
 
 # --- config validation and the report ---------------------------------------------------------
 def _network(cfg: RunConfig) -> nn.Module | None:
-    from fedmist.data.registry import load_dataset
-    from fedmist.engine.workspace import model_name_for
-    from fedmist.models import MODELS, build_model
 
     name = model_name_for(cfg)
     if name not in MODELS:
@@ -220,7 +208,6 @@ def check_private_model(model: nn.Module, name: str) -> None:
 
 
 def _check(cfg: RunConfig) -> None:
-    from fedmist.engine.workspace import model_name_for
 
     model = _network(cfg)
     if model is not None:
@@ -229,10 +216,9 @@ def _check(cfg: RunConfig) -> None:
 
 def privacy_report(run) -> dict:
     """The (ε, δ) of the whole run: ``epochs`` × steps per epoch at sample rate q = B / n."""
-    from fedmist.defenses import DEFENSES
 
     cfg = run.cfg
-    p: DPSGDParams = DEFENSES[cfg.defense].parse_params(cfg.params)
+    p: DPSGDParams = DPSGD.parse_params(cfg.params)
     q, per_epoch = poisson_schedule(len(run.split.members), cfg.batch_size)
     steps = per_epoch * cfg.epochs
     sigma = noise_multiplier_for(p, q, steps)

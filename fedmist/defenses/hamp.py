@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from fedmist.config import RunConfig
-from fedmist.defenses.registry import DefenseSpec, register_defense
+from fedmist.defenses.registry import DefenseSpec, Knob, register_defense
 from fedmist.errors import ConfigError
 from fedmist.training.local import sgd_pass
 from fedmist.training.steps import StepContext, register_step
-from fedmist.tune import Knob
+from fedmist.training.workspace import get_workspace
 
 LOW, HIGH = "aux/hamp/feature_low", "aux/hamp/feature_high"  # the data's feature range, for random queries
 QUERY_SEED = 0x4A4D  # offset of the random-input generator's seed from the run's seed
@@ -121,7 +121,6 @@ def feature_range(cfg: RunConfig, params: HampParams, model: nn.Module) -> dict[
     """Per-feature min and max of the dataset, kept in the state so the query-time model needs
     nothing but the run (stored whatever ``output_modification`` says, so it can be switched on
     when the run is loaded)."""
-    from fedmist.engine.workspace import get_workspace
 
     x = get_workspace(cfg).x
     return {LOW: x.amin(0).float().cpu(), HIGH: x.amax(0).float().cpu()}

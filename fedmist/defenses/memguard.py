@@ -29,6 +29,8 @@ from torch import nn
 from fedmist.config import RunConfig
 from fedmist.defenses.registry import AUX, DefenseSpec, model_part, register_defense
 from fedmist.errors import ConfigError, RunDirError
+from fedmist.training.evaluate import class_probs
+from fedmist.training.workspace import get_workspace
 
 PREFIX = AUX + "memguard/"  # g's weights in the run's state (saved to defense.pt)
 
@@ -106,14 +108,11 @@ def fit_defender(probs: np.ndarray, member: np.ndarray, p: MemGuardParams, seed:
 def train_defender(run) -> dict:
     """``after_training``: fit g on members (a sample as large as the reference set) vs the
     reference rows and keep its weights in the run's state under ``aux/memguard/``."""
-    from fedmist.defenses import DEFENSES
-    from fedmist.engine.workspace import get_workspace
-    from fedmist.training.evaluate import class_probs
 
     cfg, split = run.cfg, run.split
     if len(split.reference) == 0:
         raise ConfigError("memguard needs reference rows (non-members the defender may use); set reference_size > 0")
-    p: MemGuardParams = DEFENSES[cfg.defense].parse_params(cfg.params)
+    p: MemGuardParams = MEMGUARD.parse_params(cfg.params)
     rng = np.random.default_rng([cfg.seed, 0x4D47])
     members = rng.choice(split.members, size=min(len(split.members), len(split.reference)), replace=False)
     ws = get_workspace(cfg)
@@ -229,7 +228,6 @@ class MemGuardModel(nn.Module):
 
 def guarded_model(model: nn.Module, state: dict[str, torch.Tensor], cfg: RunConfig) -> nn.Module:
     """``query_model`` hook: the network wrapped with the defender's g from the state."""
-    from fedmist.defenses import DEFENSES
 
     g_state = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
     if not g_state:
@@ -237,7 +235,7 @@ def guarded_model(model: nn.Module, state: dict[str, torch.Tensor], cfg: RunConf
                           "it is written when training finishes (defense.pt in a run directory)")
     g = MembershipNet(g_state["net.0.weight"].shape[1])
     g.load_state_dict(g_state)
-    return MemGuardModel(model, g.eval(), DEFENSES[cfg.defense].parse_params(cfg.params))
+    return MemGuardModel(model, g.eval(), MEMGUARD.parse_params(cfg.params))
 
 
 def _check(cfg: RunConfig) -> None:

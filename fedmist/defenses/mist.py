@@ -1,9 +1,8 @@
 """MIST (Li, Li & Ribeiro, USENIX Security 2024) and its phase-1-only ablation."""
 
 from fedmist.config import RunConfig
-from fedmist.defenses.registry import DefenseSpec, register_defense
+from fedmist.defenses.registry import DefenseSpec, Knob, register_defense
 from fedmist.errors import ConfigError
-from fedmist.tune import Knob
 
 
 def _check_lambda(cfg: RunConfig) -> None:

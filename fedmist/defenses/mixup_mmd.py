@@ -27,12 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from fedmist.config import RunConfig
-from fedmist.defenses.registry import DefenseSpec, register_defense
+from fedmist.defenses.registry import DefenseSpec, Knob, register_defense
 from fedmist.errors import ConfigError
 from fedmist.training.batches import gather
 from fedmist.training.local import mixup_loss, sgd_pass
 from fedmist.training.steps import StepContext, register_step
-from fedmist.tune import Knob
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ A defense plugs into the shared engine at a few named points, all optional:
   that the defense may use but never trains on with labels as members (MMD, AdvReg, MemGuard).
 - ``init_aux``: tensors of the defense's own (AdvReg's attack model ...) carried in the training
   state under ``aux/`` keys, so they travel in Flower messages and checkpoints like the weights.
-- ``train_loop``: a whole training procedure of its own over the federation (SELENA, DMP).
+- ``train_loop``: a whole training procedure of its own over the federation (SELENA, DMP), called
+  as ``train_loop(run, federation, rounds)`` with the engine's round loop ``rounds`` handed in, so
+  a defense never imports the engine.
 - ``after_training``: post-hoc work on the finished run (MemGuard's defender, DP-SGD's ε).
 - ``query_model``: the model users and attackers query (MemGuard's output perturbation).
 - ``tune_knob`` / ``tune_clients``: what ``fedmist tune`` searches to match SGD's accuracy.
@@ -19,20 +21,40 @@ A defense plugs into the shared engine at a few named points, all optional:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
+from torch import nn
+
+from fedmist.config import RunConfig, coerce, default_of
 from fedmist.errors import ConfigError
+from fedmist.training.jobs import (  # noqa: F401
+    AUX,
+    Federation,
+    Rounds,
+    State,
+    TrainingRun,
+    aux_part,
+    model_part,
+)
+from fedmist.training.workspace import initial_model
 
-if TYPE_CHECKING:
-    from torch import nn
 
-    from fedmist.config import RunConfig
-    from fedmist.engine.jobs import State
-    from fedmist.engine.loop import Federation
-    from fedmist.runner import Run
+@dataclass(frozen=True)
+class Knob:
+    """A defense's strength: config ``key`` (``lam`` or ``params.NAME``) searched in [lo, hi];
+    larger = stronger defense (lower accuracy), searched on a log scale when ``log``."""
 
-AUX = "aux/"  # state keys of a defense's own tensors; everything else is the model's state_dict
+    key: str
+    lo: float
+    hi: float
+    log: bool = True
+    integer: bool = False
+
+    def mid(self, a: float, b: float) -> float:
+        m = math.sqrt(a * b) if self.log and a > 0 else (a + b) / 2
+        return float(round(m)) if self.integer else m
 
 
 @dataclass(frozen=True)
@@ -56,29 +78,29 @@ class DefenseSpec:
     xdiff: bool = False
     fixed_clients: int | None = None
     min_clients: int = 1
-    check_extra: Callable[["RunConfig"], None] | None = field(default=None, compare=False)
+    check_extra: Callable[[RunConfig], None] | None = field(default=None, compare=False)
     params: type = NoParams
     local_step: str = "sgd"
     reference_fraction: float = 0.0
-    init_aux: Callable[["RunConfig", Any, "nn.Module"], "State"] | None = field(default=None, compare=False)
-    train_loop: Callable[["Run", "Federation"], "State"] | None = field(default=None, compare=False)
-    after_training: Callable[["Run"], dict] | None = field(default=None, compare=False)
-    query_model: Callable[["nn.Module", "State", "RunConfig"], "nn.Module"] | None = field(default=None, compare=False)
+    init_aux: Callable[[RunConfig, Any, nn.Module], State] | None = field(default=None, compare=False)
+    train_loop: Callable[[TrainingRun, Federation, Rounds], State] | None = field(default=None, compare=False)
+    after_training: Callable[[Any], dict] | None = field(default=None, compare=False)
+    query_model: Callable[[nn.Module, State, RunConfig], nn.Module] | None = field(default=None, compare=False)
     clients_from_params: Callable[[Any], int] | None = field(default=None, compare=False)
-    tune_knob: Any = None  # fedmist.tune.Knob: the strength `fedmist tune` searches (None: not tunable)
+    tune_knob: Knob | None = None  # the strength `fedmist tune` searches (None: not tunable)
     tune_clients: tuple[int, ...] = ()  # federation sizes `fedmist tune` tries first (MIST: C)
     # How many epoch reports a ``train_loop`` makes when that differs from ``cfg.epochs`` (SELENA:
     # sub-model epochs then distillation epochs); evaluation, resume and progress count to this.
-    total_epochs: Callable[["RunConfig"], int] | None = field(default=None, compare=False)
+    total_epochs: Callable[[RunConfig], int] | None = field(default=None, compare=False)
 
-    def prepare(self, cfg: "RunConfig") -> None:
+    def prepare(self, cfg: RunConfig) -> None:
         """Apply what the defense fixes (e.g. SGD's single client) before validation."""
         if self.fixed_clients is not None:
             cfg.clients = self.fixed_clients
         if self.clients_from_params is not None:
             cfg.clients = self.clients_from_params(self.parse_params(cfg.params))
 
-    def check(self, cfg: "RunConfig") -> None:
+    def check(self, cfg: RunConfig) -> None:
         if cfg.clients < self.min_clients:
             raise ConfigError(
                 f"defense {self.name!r} needs --clients >= {self.min_clients}, got {cfg.clients}"
@@ -94,52 +116,44 @@ class DefenseSpec:
             if key not in fields:
                 known = ", ".join(sorted(fields)) or "none"
                 raise ConfigError(f"defense {self.name!r} has no parameter {key!r}; its parameters: {known}")
-            typed[key] = _coerce_param(self.name, key, fields[key], value)
+            typed[key] = coerce(f"defense {self.name!r} parameter {key!r}", default_of(fields[key]), value)
         p = self.params(**typed)
         check = getattr(p, "check", None)
         if check is not None:
             check()
         return p
 
-    def last_epoch(self, cfg: "RunConfig") -> int:
+    def initial_state(self, cfg: RunConfig) -> State:
+        """The seeded θ̄_0, plus the defense's own initial tensors (``aux/`` keys, e.g. AdvReg's
+        attack model), drawn right after the weights from the same seed."""
+        fresh = initial_model(cfg)
+        state = {k: v.detach().cpu().clone() for k, v in fresh.state_dict().items()}
+        if self.init_aux is not None:
+            aux = self.init_aux(cfg, self.parse_params(cfg.params), fresh)
+            bad = [k for k in aux if not k.startswith(AUX)]
+            if bad:
+                raise ValueError(f"defense {self.name!r}: init_aux keys must start with 'aux/', got {bad}")
+            state.update({k: v.detach().cpu().clone() for k, v in aux.items()})
+        return state
+
+    def last_epoch(self, cfg: RunConfig) -> int:
         """Number of the run's last epoch report (``cfg.epochs`` unless the defense says otherwise)."""
         return self.total_epochs(cfg) if self.total_epochs is not None else cfg.epochs
 
-    def reference_size(self, cfg: "RunConfig", train_size: int) -> int:
+    def reference_size(self, cfg: RunConfig, train_size: int) -> int:
         if cfg.reference_size >= 0:
             return cfg.reference_size
         return int(round(self.reference_fraction * train_size))
 
 
-def _coerce_param(defense: str, key: str, f: dataclasses.Field, value: Any) -> Any:
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[value.lower()]
-            return bool(value)
-        if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        return type(default)(value)
-    except (TypeError, ValueError, KeyError):
-        raise ConfigError(f"defense {defense!r} parameter {key!r}: cannot use {value!r} as "
-                          f"{type(default).__name__}") from None
-
-
-def model_part(state: "State") -> "State":
-    """The model's own weights (what ``model.pt`` holds), without the defense's ``aux/`` tensors."""
-    return {k: v for k, v in state.items() if not k.startswith(AUX)}
-
-
-def aux_part(state: "State") -> "State":
-    return {k: v for k, v in state.items() if k.startswith(AUX)}
-
-
 DEFENSES: dict[str, DefenseSpec] = {}
+
+
+def get_defense(name: str) -> DefenseSpec:
+    """The registered defense ``name``, or a ConfigError listing the known ones."""
+    if name not in DEFENSES:
+        raise ConfigError(f"unknown defense {name!r}; known: {', '.join(sorted(DEFENSES))}")
+    return DEFENSES[name]
 
 
 def register_defense(spec: DefenseSpec) -> DefenseSpec:

@@ -21,20 +21,32 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from fedmist.defenses.distillation import STAGE_FIRST, distill, distill_epochs_of, fresh_state, prefixed, unprefixed
+from fedmist.config import RunConfig
+from fedmist.defenses.distillation import (
+    STAGE_FIRST,
+    distill,
+    distill_epochs_of,
+    fresh_state,
+    prefixed,
+    unprefixed,
+)
 from fedmist.defenses.registry import AUX, DefenseSpec, model_part, register_defense
-from fedmist.engine.jobs import LocalJob, PredictJob, State
 from fedmist.errors import ConfigError
-
-if TYPE_CHECKING:
-    from fedmist.config import RunConfig
-    from fedmist.engine.loop import Federation
-    from fedmist.runner import Run
+from fedmist.training.jobs import (
+    EpochReport,
+    Federation,
+    LocalJob,
+    PredictJob,
+    Rounds,
+    State,
+    TrainingRun,
+    lr_at,
+)
+from fedmist.training.workspace import initial_weights
 
 PREFIX = AUX + "selena/"
 TARGETS = PREFIX + "targets"
@@ -85,7 +97,7 @@ def average_left_out(left_out: np.ndarray, probs: list[np.ndarray]) -> np.ndarra
     return (acc / left_out.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _params(cfg: "RunConfig") -> SelenaParams:
+def _params(cfg: RunConfig) -> SelenaParams:
     return SELENA.parse_params(cfg.params)
 
 
@@ -109,12 +121,10 @@ def _unpack_subs(state: State, K: int) -> list[State]:
     return subs
 
 
-def train_submodels(run: "Run", federation: "Federation", subs: list[State], members: np.ndarray,
+def train_submodels(run: TrainingRun, federation: Federation, subs: list[State], members: np.ndarray,
                     left_out: np.ndarray) -> list[State]:
     """Sub-model epochs ``run.start_epoch..cfg.epochs``: one round of K jobs each, client k trains
     sub-model k on its members, no averaging."""
-    from fedmist.engine.loop import EpochReport, lr_at
-
     cfg = run.cfg
     train_rows = [members[~left_out[:, k]] for k in range(len(subs))]
     if any(len(rows) == 0 for rows in train_rows):
@@ -134,7 +144,7 @@ def train_submodels(run: "Run", federation: "Federation", subs: list[State], mem
     return subs
 
 
-def soft_labels(cfg: "RunConfig", federation: "Federation", subs: list[State], members: np.ndarray,
+def soft_labels(cfg: RunConfig, federation: Federation, subs: list[State], members: np.ndarray,
                 left_out: np.ndarray) -> np.ndarray:
     """One ``query.predict`` round: client k returns sub-model k's probability vectors on the members
     left out of it; each member's soft label averages the L sub-models that never trained on it."""
@@ -145,10 +155,8 @@ def soft_labels(cfg: "RunConfig", federation: "Federation", subs: list[State], m
     return average_left_out(left_out, [probs[k] for k in range(len(subs))])
 
 
-def train_selena(run: "Run", federation: "Federation") -> State:
+def train_selena(run: TrainingRun, federation: Federation, rounds: Rounds) -> State:
     """The whole procedure from ``run.start_epoch`` (a fresh run or a resumed checkpoint)."""
-    from fedmist.engine.workspace import initial_state
-
     cfg, p = run.cfg, _params(run.cfg)
     members = run.split.members
     left_out = leave_out(len(members), p.K, p.L, cfg.seed)
@@ -160,7 +168,7 @@ def train_selena(run: "Run", federation: "Federation") -> State:
                 else [fresh_state(cfg, _SALT, k) for k in range(p.K)])
         subs = train_submodels(run, federation, subs, members, left_out)
         targets = soft_labels(cfg, federation, subs, members, left_out)
-        student = model_part(initial_state(cfg))
+        student = initial_weights(cfg)
     start = max(1, run.start_epoch - cfg.epochs)
     return distill(run, federation, student, members, targets, base_lr=p.distill_lr or cfg.lr,
                    epochs=distill_epochs_of(cfg, p.distill_epochs), start=start,

@@ -59,7 +59,12 @@ def superlink(
 ) -> None:
     """Start flower-superlink with TLS and SuperNode authentication, and register the node keys."""
     from fedmist.deploy.connection import Link, register_nodes
-    from fedmist.deploy.processes import SuperLinkSpec, shown, stop_process, wait_for_port
+    from fedmist.deploy.processes import (
+        SuperLinkSpec,
+        shown,
+        stop_process,
+        wait_for_port,
+    )
 
     paths = _certs_or_insecure(certs, insecure)
     spec = SuperLinkSpec(paths, host, port, database)
@@ -125,10 +130,10 @@ def run(
 ) -> None:
     """Submit a training run to a deployed SuperLink, stream its progress, print the summary."""
     from fedmist.config import RunConfig, parse_sets
-    from fedmist.console import console, summary_table
+    from fedmist.runs.console import console, summary_table
     from fedmist.deploy.connection import Link
     from fedmist.deploy.submit import submit
-    from fedmist.runner import default_out
+    from fedmist.runs.rundir import default_out
 
     cfg = RunConfig.from_toml(recipe) if recipe else RunConfig()
     overrides: dict[str, object] = dict(parse_sets(set_))

@@ -11,13 +11,23 @@ import numpy as np
 import torch
 
 from fedmist.config import RunConfig
-from fedmist.engine.jobs import (LocalJob, LocalResult, PredictJob, PredictResult, State, XdiffJob,
-                                 XdiffResult)
-from fedmist.engine.workspace import Workspace
-from fedmist.defenses.registry import aux_part, model_part
 from fedmist.training.evaluate import class_probs
+from fedmist.training.fl_client import fl_client_round
+from fedmist.training.jobs import (
+    DefenseHooks,
+    LocalJob,
+    LocalResult,
+    PredictJob,
+    PredictResult,
+    State,
+    XdiffJob,
+    XdiffResult,
+    aux_part,
+    model_part,
+)
 from fedmist.training.seeding import PHASE_LOCAL, PHASE_XDIFF, step_rng
 from fedmist.training.steps import STEPS, StepContext
+from fedmist.training.workspace import Workspace
 from fedmist.training.xdiff import true_class_probs, xdiff_epoch
 
 
@@ -27,12 +37,9 @@ def _state_of(model: torch.nn.Module, aux: State | None = None) -> State:
     return state
 
 
-def run_local(ws: Workspace, cfg: RunConfig, job: LocalJob) -> LocalResult:
+def run_local(ws: Workspace, cfg: RunConfig, job: LocalJob, spec: DefenseHooks) -> LocalResult:
     """Phase 1 with the defense's training step (plain SGD unless the defense names another)."""
-    from fedmist.defenses import DEFENSES
-
     t0 = time.perf_counter()
-    spec = DEFENSES[cfg.defense]
     step_name = job.step or spec.local_step
     if step_name not in STEPS:
         raise ValueError(f"unknown training step {step_name!r}; known: {', '.join(sorted(STEPS))}")
@@ -47,7 +54,6 @@ def run_local(ws: Workspace, cfg: RunConfig, job: LocalJob) -> LocalResult:
                       aux={k: v.to(ws.device) for k, v in aux_part(job.state).items()})
     loss = STEPS[step_name](ctx)
     if cfg.mode == "fl":  # more local passes, the explicit active attack, DP-FedAvg's clipping
-        from fedmist.fl.client import fl_client_round
         loss = fl_client_round(ctx, cfg, job, STEPS[step_name], loss)
     if not np.isfinite(loss):
         raise FloatingPointError(f"training step {step_name!r} returned a NaN/Inf loss")

@@ -16,9 +16,17 @@ from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedmist.config import RunConfig
-from fedmist.engine.jobs import LocalJob, LocalResult, PredictJob, PredictResult, XdiffJob, XdiffResult
+from fedmist.engine.loop import quorum
 from fedmist.errors import FederationError
 from fedmist.flower import messages
+from fedmist.training.jobs import (
+    LocalJob,
+    LocalResult,
+    PredictJob,
+    PredictResult,
+    XdiffJob,
+    XdiffResult,
+)
 
 J = TypeVar("J", LocalJob, XdiffJob, PredictJob)
 R = TypeVar("R", LocalResult, XdiffResult, PredictResult)
@@ -38,11 +46,6 @@ def wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
         if time.monotonic() > deadline:
             raise FederationError(f"only {len(nodes)} of {n} clients connected within {timeout:.0f} s")
         time.sleep(0.2)
-
-
-def needed(cfg: RunConfig, jobs: int) -> int:
-    """Valid replies a round of ``jobs`` jobs needs: all of them, or ``min_clients`` if set."""
-    return jobs if cfg.min_clients <= 0 else min(cfg.min_clients, jobs)
 
 
 class FlowerFederation:
@@ -89,7 +92,7 @@ class FlowerFederation:
             time.sleep(self.poll)
         for job in pending.values():
             self._reject(kind, job, f"no reply within {cfg.round_timeout:g} s")
-        need = needed(cfg, len(jobs))
+        need = quorum(cfg, len(jobs))
         if len(results) < need:
             detail = "; ".join(f"client {c}: {why}" for c, why in sorted(self.rejected.items()))
             raise FederationError(f"{kind} round {self.round}: {len(results)} valid replies of {len(jobs)}, "

@@ -14,7 +14,15 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedmist.config import RunConfig
-from fedmist.engine.jobs import LocalJob, LocalResult, PredictJob, PredictResult, State, XdiffJob, XdiffResult
+from fedmist.training.jobs import (
+    LocalJob,
+    LocalResult,
+    PredictJob,
+    PredictResult,
+    State,
+    XdiffJob,
+    XdiffResult,
+)
 
 TRAIN, XDIFF, PREDICT = "train", "train.xdiff", "query.predict"
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from flwr.serverapp import Grid
 
 from fedmist.flower.federation import DEPLOY_POLL_S, FlowerFederation, wait_for_nodes
-from fedmist.runner import Run, train_run
+from fedmist.runs.rundir import Run, train_run
 
 NODE_WAIT_S = float(os.environ.get("FEDMIST_NODE_WAIT", "120"))
 # The in-memory Grid of the simulation engine is polled this often for replies (Flower's default

@@ -7,7 +7,7 @@ from scipy.stats import norm
 from fedmist.attacks import AttackContext, run_attacks
 from fedmist.attacks.lira import MIN_STD, lira_gaussians, lira_scores
 from fedmist.attacks.signals import lira_phi
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 
 # 6 shadows, 2 examples, 1 augmentation. Example 0 is IN for shadows 0-2, example 1 for 3-5.
 KEEP = np.array([[1, 0], [1, 0], [1, 0], [0, 1], [0, 1], [0, 1]], dtype=bool)

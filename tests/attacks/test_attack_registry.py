@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedmist.attacks import ATTACKS, NEEDS, AttackContext, AttackSpec, register_attack, run_attacks
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 from fedmist.errors import FedmistError
 
 

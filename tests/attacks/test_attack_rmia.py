@@ -6,7 +6,7 @@ from scipy.special import softmax
 
 from fedmist.attacks import AttackContext, run_attacks
 from fedmist.attacks.rmia import OFFLINE_A, rmia_scores
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 
 RNG = np.random.default_rng(0)
 N, S, K = 12, 6, 3

@@ -7,7 +7,7 @@ from scipy.stats import entropy as scipy_entropy
 
 from fedmist.attacks.signals import (entropy, lira_phi, log_one_minus_softmax, modified_entropy,
                                      true_class_logprob)
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 
 
 def test_phi_closed_form():

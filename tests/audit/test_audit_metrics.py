@@ -7,7 +7,7 @@ import pytest
 from scipy.integrate import quad
 from scipy.stats import norm
 
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 from fedmist.audit.metrics import (gaussian_nonoverlap, most_vulnerable_subset, roc_metrics, tpr_at_fpr,
                                    vulnerable_subset_size)
 

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-import fedmist
+import fedmist.audit.audit_dir
 from fedmist.attacks import ATTACKS
-from fedmist.audit.cli import list_attacks, run_audit
-from fedmist.audit.errors import AuditError
+from fedmist.audit.audit_dir import list_attacks, run_audit
+from fedmist.errors import AuditError
 from fedmist.audit.metrics import vulnerable_subset_size
 from fedmist.audit.pipeline import audit_run
 
@@ -99,7 +99,7 @@ def small_run(tmp_path, kit):
 
 
 def test_run_audit_loads_the_run(small_run, kit, monkeypatch):
-    monkeypatch.setattr(fedmist, "load_run", kit.load_tiny_run, raising=False)
+    monkeypatch.setattr(fedmist.audit.audit_dir, "load_run", kit.load_tiny_run)
     trainer = kit.ShadowTrainer()
     report = run_audit(small_run.path, ["loss", "entropy"], 0, trainer, seed=0, n_bootstrap=0, progress=False)
     assert trainer.calls == [] and not (small_run.path / "shadows").exists()
@@ -108,7 +108,7 @@ def test_run_audit_loads_the_run(small_run, kit, monkeypatch):
 
 
 def test_stale_cache_and_rebuild(small_run, kit, monkeypatch):
-    monkeypatch.setattr(fedmist, "load_run", kit.load_tiny_run, raising=False)
+    monkeypatch.setattr(fedmist.audit.audit_dir, "load_run", kit.load_tiny_run)
     trainer = kit.ShadowTrainer()
     run_audit(small_run.path, ["lira_online_fixed"], 4, trainer, seed=0, n_bootstrap=0, progress=False)
     assert sorted(trainer.calls) == [0, 1, 2, 3]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedmist.audit.errors import AuditError
+from fedmist.errors import AuditError
 from fedmist.audit.shadows import (FL_FIELDS, ShadowLayout, balanced_keep, cache_key, cache_keys, load_layout,
                                    load_shadow_state, model_path, save_layout, train_shadows)
 from fedmist.data.synthetic import make_synthetic

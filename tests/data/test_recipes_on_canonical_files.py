@@ -18,8 +18,8 @@ import torch
 
 from fedmist.config import RunConfig
 from fedmist.data import purchase, texas
-from fedmist.engine.inprocess import InProcessFederation
-from fedmist.runner import open_run, prepare_config, train_run
+from fedmist.runs.inprocess import InProcessFederation
+from fedmist.runs.rundir import open_run, prepare_config, train_run
 
 from tests.data.conftest import make_table
 

@@ -18,8 +18,8 @@ from fedmist.defenses.advreg import (PREFIX, AdvRegParams, InferenceModel, advre
                                      init_attack, member_log_h)
 from fedmist.defenses.registry import aux_part, model_part
 from fedmist.models import build_model
-from fedmist.runner import open_run, prepare_config
-from fedmist.simulation import train_runs
+from fedmist.runs.rundir import open_run, prepare_config
+from fedmist.flower.simulation import train_runs
 from fedmist.training.steps import StepContext
 
 

@@ -12,11 +12,11 @@ import torch
 
 from fedmist.config import RunConfig
 from fedmist.defenses.dmp import ROWS, TARGETS, entropy, lowest_entropy, soften
-from fedmist.engine.inprocess import InProcessFederation
+from fedmist.runs.inprocess import InProcessFederation
 from fedmist.engine.loop import train
-from fedmist.engine.workspace import get_workspace
+from fedmist.training.workspace import get_workspace
 from fedmist.errors import ConfigError
-from fedmist.runner import open_run, prepare_config, train_run
+from fedmist.runs.rundir import open_run, prepare_config, train_run
 from tests.defenses.test_selena import Interrupted, RecordingFederation, StopAfter, _softmax_np
 
 
@@ -59,7 +59,8 @@ def test_student_trains_only_on_the_lowest_entropy_reference_rows_with_softened_
         assert np.array_equal(np.sort(j.train_rows), np.sort(members))
     # The teacher is exactly an undefended SGD run's loop on the same members.
     sgd_cfg = prepare_config(RunConfig(**{**cfg.to_dict(), "defense": "sgd", "params": {}, "reference_size": 60}))
-    sgd_teacher = train(sgd_cfg, InProcessFederation(), open_run(sgd_cfg, None).state, members)
+    sgd_run = open_run(sgd_cfg, None)
+    sgd_teacher = train(sgd_cfg, sgd_run.spec, InProcessFederation(), sgd_run.state, members)
     (pj,) = fed.predict_jobs
     for k, v in sgd_teacher.items():
         torch.testing.assert_close(pj.state[k], v, rtol=0, atol=0)

@@ -16,10 +16,10 @@ from opacus.accountants import RDPAccountant
 from fedmist.config import RunConfig
 from fedmist.defenses import DEFENSES
 from fedmist.defenses.dpsgd import DPSGDParams, dpsgd_step, epsilon_spent, poisson_schedule
-from fedmist.engine.inprocess import InProcessFederation
+from fedmist.runs.inprocess import InProcessFederation
 from fedmist.errors import ConfigError
 from fedmist.models import build_model
-from fedmist.runner import open_run, prepare_config, train_run
+from fedmist.runs.rundir import open_run, prepare_config, train_run
 from fedmist.training.steps import StepContext
 
 

@@ -11,10 +11,10 @@ import torch
 
 from fedmist.config import RunConfig
 from fedmist.defenses.hamp import HIGH, LOW, HampOutput, entropy, hamp_loss, modified_model, reorder_like, soft_labels
-from fedmist.loading import load_run
+from fedmist.runs.load import load_run
 from fedmist.models import build_model
-from fedmist.runner import open_run, prepare_config
-from fedmist.simulation import train_runs
+from fedmist.runs.rundir import open_run, prepare_config
+from fedmist.flower.simulation import train_runs
 
 
 def test_soft_labels_put_gamma_on_the_true_class_and_share_the_rest() -> None:

@@ -16,10 +16,10 @@ from fedmist.config import RunConfig
 from fedmist.defenses import DEFENSES
 from fedmist.defenses.memguard import (MemGuardModel, MemGuardParams, MembershipNet, query_coins,
                                        release_probability)
-from fedmist.engine.inprocess import InProcessFederation
-from fedmist.engine.workspace import get_workspace
+from fedmist.runs.inprocess import InProcessFederation
+from fedmist.training.workspace import get_workspace
 from fedmist.errors import ConfigError
-from fedmist.runner import Run, open_run, prepare_config, train_run
+from fedmist.runs.rundir import Run, open_run, prepare_config, train_run
 
 # Smaller than the paper's search so the tests stay fast; the algorithm is the same.
 FAST = {"defender_epochs": 60, "max_iter": 80, "c3_max": 10.0}

@@ -14,8 +14,8 @@ from fedmist.defenses import DEFENSES
 from fedmist.defenses.mixup_mmd import MixupMmdParams, ValidationByClass, class_mmd, mmd, mmd_step
 from fedmist.errors import ConfigError
 from fedmist.models import build_model
-from fedmist.runner import open_run, prepare_config
-from fedmist.simulation import train_runs
+from fedmist.runs.rundir import open_run, prepare_config
+from fedmist.flower.simulation import train_runs
 from fedmist.training.steps import StepContext, sgd_step
 
 

@@ -14,11 +14,11 @@ import torch
 
 from fedmist.config import RunConfig
 from fedmist.defenses.selena import TARGETS, average_left_out, leave_out
-from fedmist.engine.inprocess import InProcessFederation
-from fedmist.engine.jobs import LocalJob, LocalResult, PredictJob, PredictResult
-from fedmist.engine.workspace import get_workspace
+from fedmist.runs.inprocess import InProcessFederation
+from fedmist.training.jobs import LocalJob, LocalResult, PredictJob, PredictResult
+from fedmist.training.workspace import get_workspace
 from fedmist.errors import ConfigError
-from fedmist.runner import open_run, prepare_config, train_run
+from fedmist.runs.rundir import open_run, prepare_config, train_run
 
 K, L = 4, 2
 

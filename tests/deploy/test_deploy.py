@@ -15,9 +15,9 @@ import torch
 
 from fedmist.config import RunConfig
 from fedmist.deploy.certs import write_node_keys
-from fedmist.engine.inprocess import InProcessFederation
+from fedmist.runs.inprocess import InProcessFederation
 from fedmist.engine.loop import train
-from fedmist.runner import open_run, prepare_config
+from fedmist.runs.rundir import open_run, prepare_config
 from tests.deploy.cluster import Cluster, deploy_run, make_cluster, wait_for
 
 NAN_SEED = 99  # the SuperNodes make client 1 return NaN weights in runs with this seed only
@@ -37,7 +37,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def reference_state(sets: list[str]) -> dict[str, torch.Tensor]:
     cfg = prepare_config(RunConfig.from_dict(dict(s.split("=", 1) for s in sets)))
     run = open_run(cfg, None)
-    return train(cfg, InProcessFederation(), run.state, run.split.members)
+    return train(cfg, run.spec, InProcessFederation(), run.state, run.split.members)
 
 
 def test_tls_authenticated_deployment_equals_the_simulation(cluster: Cluster, tmp_path: Path) -> None:

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from fedmist.config import RunConfig
-from fedmist.engine.inprocess import InProcessFederation
+from fedmist.runs.inprocess import InProcessFederation
 from fedmist.engine.loop import run_epoch
 from fedmist.errors import FederationError
 from fedmist.flower import faults
-from fedmist.runner import open_run
+from fedmist.runs.rundir import open_run
 
 
 class Withholding(InProcessFederation):
@@ -40,10 +40,10 @@ class Withholding(InProcessFederation):
 def test_a_dropped_client_is_left_out_of_targets_and_average(tiny_cfg: RunConfig) -> None:
     cfg = dataclasses.replace(tiny_cfg, clients=4, min_clients=3)
     run = open_run(cfg, None)
-    state, rep = run_epoch(cfg, Withholding({2}, {"local"}), run.state, run.split.members, 1)
+    state, rep = run_epoch(cfg, run.spec, Withholding({2}, {"local"}), run.state, run.split.members, 1)
     assert rep.extra["dropped"] == [2] and "no reply" in rep.extra["dropout_reasons"]["2"]
     # Differs from the complete epoch (partition 2 untrained, its peers' targets from 2 models).
-    full, _ = run_epoch(cfg, Withholding(set(), set()), run.state, run.split.members, 1)
+    full, _ = run_epoch(cfg, run.spec, Withholding(set(), set()), run.state, run.split.members, 1)
     assert not all(torch.equal(state[k], full[k]) for k in state)
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
@@ -51,7 +51,7 @@ def test_a_dropped_client_is_left_out_of_targets_and_average(tiny_cfg: RunConfig
 def test_a_dropout_in_phase_2_averages_the_others(tiny_cfg: RunConfig) -> None:
     cfg = dataclasses.replace(tiny_cfg, clients=3, min_clients=2)
     run = open_run(cfg, None)
-    state, rep = run_epoch(cfg, Withholding({0}, {"xdiff"}), run.state, run.split.members, 1)
+    state, rep = run_epoch(cfg, run.spec, Withholding({0}, {"xdiff"}), run.state, run.split.members, 1)
     assert rep.extra["dropped"] == [0]
 
 
@@ -59,7 +59,7 @@ def test_below_min_clients_the_epoch_fails_with_the_reason(tiny_cfg: RunConfig) 
     cfg = dataclasses.replace(tiny_cfg, clients=3, min_clients=3)
     run = open_run(cfg, None)
     with pytest.raises(FederationError, match=r"phase 1: .*missing \[1\]"):
-        run_epoch(cfg, Withholding({1}, {"local"}), run.state, run.split.members, 1)
+        run_epoch(cfg, run.spec, Withholding({1}, {"local"}), run.state, run.split.members, 1)
 
 
 def test_fault_spec_parsing(monkeypatch: pytest.MonkeyPatch) -> None:

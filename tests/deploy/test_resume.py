@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from fedmist.config import RunConfig
-from fedmist.engine.inprocess import InProcessFederation
+from fedmist.runs.inprocess import InProcessFederation
 from fedmist.engine.loop import train
-from fedmist.runner import open_run, prepare_config
+from fedmist.runs.rundir import open_run, prepare_config
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["simulate", "--dataset", "synthetic:240x12x3", "--model", "mlp-small", "--clients", "3", "--epochs", "4",
@@ -48,7 +48,7 @@ def test_kill_and_resume_ends_with_the_uninterrupted_weights(tmp_path: Path) -> 
 
     cfg = prepare_config(RunConfig.from_dict(json.loads((out / "config.json").read_text())))
     run = open_run(cfg, None)
-    expected = train(cfg, InProcessFederation(), run.state, run.split.members)
+    expected = train(cfg, run.spec, InProcessFederation(), run.state, run.split.members)
     got = torch.load(out / "model.pt")
     for k in expected:
         torch.testing.assert_close(got[k], expected[k], rtol=0, atol=1e-6)

@@ -11,15 +11,15 @@ import torch
 from fedmist.config import RunConfig
 from fedmist.engine import loop
 from fedmist.engine.client_steps import run_local, targets_from_peers
-from fedmist.engine.inprocess import InProcessFederation
-from fedmist.engine.jobs import LocalJob
-from fedmist.engine.workspace import get_workspace
-from fedmist.runner import open_run, prepare_config
+from fedmist.runs.inprocess import InProcessFederation
+from fedmist.training.jobs import LocalJob
+from fedmist.training.workspace import get_workspace
+from fedmist.runs.rundir import open_run, prepare_config
 
 
 def _train(cfg: RunConfig) -> dict[str, torch.Tensor]:
     run = open_run(prepare_config(cfg), None)
-    return loop.train(run.cfg, InProcessFederation(), run.state, run.split.members)
+    return loop.train(run.cfg, run.spec, InProcessFederation(), run.state, run.split.members)
 
 
 def _equal(a: dict, b: dict, atol: float = 0.0) -> bool:
@@ -32,7 +32,7 @@ def test_virtual_and_private_modes_compute_the_same_targets(tiny_cfg: RunConfig)
     ws = get_workspace(cfg)
     parts = loop.partition(run.split.members, cfg.clients, cfg.seed, 1)
     local = [run_local(ws, cfg, LocalJob(c, 1, cfg.lr, run.state, rows,
-                                         np.concatenate([p for i, p in enumerate(parts) if i != c])))
+                                         np.concatenate([p for i, p in enumerate(parts) if i != c])), run.spec)
              for c, rows in enumerate(parts)]
     virtual = loop._targets_from_replies(run.split.members, parts, local)
     for c, rows in enumerate(parts):
@@ -67,10 +67,10 @@ def test_epoch_report_and_lr_schedule(tiny_cfg: RunConfig) -> None:
     cfg = prepare_config(dataclasses.replace(tiny_cfg, lr_schedule=[1], epochs=2))
     assert loop.lr_at(cfg, 1) == pytest.approx(0.1) and loop.lr_at(cfg, 2) == pytest.approx(0.01)
     run = open_run(cfg, None)
-    _, rep = loop.run_epoch(cfg, InProcessFederation(), run.state, run.split.members, 1)
+    _, rep = loop.run_epoch(cfg, run.spec, InProcessFederation(), run.state, run.split.members, 1)
     assert rep.xdiff_loss is not None and rep.xdiff_loss >= 0 and np.isfinite(rep.local_loss)
     skip = prepare_config(dataclasses.replace(tiny_cfg, skip_last_xdiff=True, epochs=1))
-    _, rep = loop.run_epoch(skip, InProcessFederation(), run.state, run.split.members, 1)
+    _, rep = loop.run_epoch(skip, run.spec, InProcessFederation(), run.state, run.split.members, 1)
     assert rep.xdiff_loss is None
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from fedmist.config import RunConfig
 from fedmist.errors import FederationError
-from fedmist.runner import open_run, prepare_config
-from fedmist.simulation import simulate_runs
+from fedmist.runs.rundir import open_run, prepare_config
+from fedmist.flower.simulation import simulate_runs
 
 
 def test_engine_crash_becomes_a_federation_error_with_the_resume_hint(tmp_path, monkeypatch) -> None:

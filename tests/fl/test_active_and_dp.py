@@ -9,18 +9,19 @@ import numpy as np
 import torch
 
 from fedmist.engine.client_steps import run_local
-from fedmist.engine.inprocess import InProcessFederation
-from fedmist.engine.jobs import LocalJob
-from fedmist.engine.workspace import get_workspace, initial_state
-from fedmist.fl.recording import load_round
-from fedmist.runner import open_run, prepare_config, train_run
+from fedmist.runs.inprocess import InProcessFederation
+from fedmist.training.jobs import LocalJob
+from fedmist.defenses import get_defense
+from fedmist.training.workspace import get_workspace
+from fedmist.engine.recording import load_round
+from fedmist.runs.rundir import open_run, prepare_config, train_run
 
 
 def _upload(cfg, client: int, ascent: np.ndarray):
     ws = get_workspace(cfg)
-    state = initial_state(cfg)
+    state = get_defense(cfg.defense).initial_state(cfg)
     job = LocalJob(client, 1, cfg.lr, state, np.arange(0, 40), ascent_rows=ascent)
-    return state, run_local(ws, cfg, job).state
+    return state, run_local(ws, cfg, job, get_defense(cfg.defense)).state
 
 
 def test_gradient_ascent_changes_the_upload_and_is_logged(fl_cfg, capsys) -> None:

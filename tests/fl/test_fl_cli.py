@@ -16,8 +16,8 @@ import torch
 import fedmist
 from fedmist.cli import main
 from fedmist.config import RunConfig
-from fedmist.engine.inprocess import InProcessFederation
-from fedmist.runner import open_run, prepare_config, train_run
+from fedmist.runs.inprocess import InProcessFederation
+from fedmist.runs.rundir import open_run, prepare_config, train_run
 from tests.test_cli_errors import run_cli
 
 TINY = ["--mode", "fl", "--dataset", "synthetic:240x12x3", "--model", "mlp-small", "--clients", "3",

@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from fedmist.errors import ConfigError
-from fedmist.fl_compare import plan, write_outputs
+from fedmist.studies.fl_compare import plan, write_outputs
 
 
 def test_dp_settings_reach_only_the_dp_row() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedmist.errors import ConfigError
-from fedmist.fl.partition import class_histograms, parse_partition, partition_rows
+from fedmist.data.fl_partition import class_histograms, parse_partition, partition_rows
 
 N, K, C = 3000, 10, 10
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from fedmist.engine.inprocess import InProcessFederation
+from fedmist.runs.inprocess import InProcessFederation
 from fedmist.errors import ConfigError
-from fedmist.fl.recording import Recorder, estimate_bytes, load_round, recorded_rounds
-from fedmist.runner import open_run, prepare_config, train_run
+from fedmist.engine.recording import Recorder, estimate_bytes, load_round, recorded_rounds
+from fedmist.runs.rundir import open_run, prepare_config, train_run
 
 
 def _state(seed: int) -> dict[str, torch.Tensor]:
@@ -78,7 +78,7 @@ def test_runs_saved_before_the_fl_fields_existed_still_resume(tmp_path) -> None:
     cfg = prepare_config(RunConfig(dataset="synthetic:240x12x3", model="mlp-small", clients=3, epochs=2,
                                    batch_size=20, lam=5.0, train_size=120, seed=7))
     run = open_run(cfg, tmp_path / "old")
-    state, rep = run_epoch(cfg, InProcessFederation(), run.state, run.split.members, 1)
+    state, rep = run_epoch(cfg, run.spec, InProcessFederation(), run.state, run.split.members, 1)
     run.on_epoch(state, rep)
     saved = json.loads((tmp_path / "old" / "config.json").read_text())
     fl_fields = ("partition", "rounds", "local_epochs", "record_updates", "max_record_gb", "fl_dp_noise",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedmist.fl.threats import assign_clients, parse_threat
+from fedmist.audit.threats import assign_clients, parse_threat
 
 
 def test_non_members_are_scored_by_clients_holding_their_class() -> None:
@@ -23,7 +23,7 @@ def test_parse_threat() -> None:
 
 
 def test_label_matched_audit_set_balances_every_class() -> None:
-    from fedmist.fl.threats import label_matched_audit_set
+    from fedmist.audit.threats import label_matched_audit_set
 
     labels = np.array([0] * 10 + [1] * 10 + [2] * 10)
     members = np.array([0, 1, 2, 3, 4, 10])  # a skewed partition: five of class 0, one of class 1

@@ -9,7 +9,7 @@
 3. DP-FedAvg (``fl_dp_noise > 0``): the upload is clipped to L2 norm ``fl_dp_clip`` around the
    global model it started from with Flower's own ``compute_clip_model_update`` (the function
    behind ``flwr.clientapp.mod.fixedclipping_mod``), so the server only ever receives clipped
-   updates. The server adds the noise (``fedmist.fl.loop``).
+   updates. The server adds the noise (``fedmist.engine.fl``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from fedmist.config import RunConfig
-from fedmist.defenses.registry import model_part
-from fedmist.engine.jobs import LocalJob
 from fedmist.training.batches import gather
+from fedmist.training.jobs import LocalJob, model_part
 from fedmist.training.steps import StepContext
 
 

@@ -10,29 +10,11 @@ run directory, so an interrupted tune resumes and a repeated one costs nothing.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from fedmist.config import RunConfig
-from fedmist.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Knob:
-    """A defense's strength: config ``key`` (``lam`` or ``params.NAME``) searched in [lo, hi];
-    larger = stronger defense (lower accuracy), searched on a log scale when ``log``."""
-
-    key: str
-    lo: float
-    hi: float
-    log: bool = True
-    integer: bool = False
-
-    def mid(self, a: float, b: float) -> float:
-        m = math.sqrt(a * b) if self.log and a > 0 else (a + b) / 2
-        return float(round(m)) if self.integer else m
+from fedmist.defenses import DEFENSES, Knob
 
 
 def tuned_recipe_dir(out: Path, max_acc_drop: float) -> Path:
@@ -75,7 +57,6 @@ def write_recipe(cfg: RunConfig, path: Path, comment: str) -> None:
         if key not in skip:
             lines.append(f"{'lambda' if key == 'lam' else key} = {_toml(value)}")
     if cfg.params:
-        from fedmist.defenses import DEFENSES
 
         typed = DEFENSES[cfg.defense].parse_params(cfg.params)  # "0.5" from the CLI -> 0.5
         lines.append("\n[params]")

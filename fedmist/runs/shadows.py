@@ -16,9 +16,19 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import numpy as np
 
 from fedmist.config import RunConfig
-from fedmist.engine.jobs import State
+from fedmist.data.split import partition
+from fedmist.defenses import get_defense
 from fedmist.errors import ConfigError
-from fedmist.runner import Run, open_run, prepare_config, split_for
+from fedmist.runs.inprocess import InProcessFederation
+from fedmist.runs.rundir import Run, open_run, prepare_config, split_for, train_run
+from fedmist.training.jobs import State, lr_at
+from fedmist.training.seeding import PHASE_LOCAL, step_rng
+from fedmist.training.stacked import train_stacked
+from fedmist.training.workspace import get_workspace
+
+# ``(opened runs, clients) -> None``: trains runs in Flower's simulation engine. The Flower layer sits
+# above this one, so whoever asks for the ``flower`` engine hands it in (``fedmist.flower.simulation``).
+SimulateRuns = Callable[[list[Run], int], None]
 
 ENGINES = ("flower", "inprocess", "parallel", "stacked")
 
@@ -31,9 +41,13 @@ def shadow_seed(target_seed: int, audit_seed: int, i: int) -> int:
 class ShadowTrainer:
     """``train_fn`` for ``fedmist.audit``: ``(i, member_rows) -> state_dict``, plus ``train_all``."""
 
-    def __init__(self, config: RunConfig, audit_seed: int, engine: str = "flower") -> None:
+    def __init__(self, config: RunConfig, audit_seed: int, engine: str = "flower",
+                 simulate: SimulateRuns | None = None) -> None:
         if engine not in ENGINES:
             raise ConfigError(f"shadow engine must be one of {ENGINES}, got {engine!r}")
+        if engine == "flower" and simulate is None:
+            raise ValueError("the flower shadow engine needs the simulation (fedmist.flower.simulation.simulate_runs)")
+        self.simulate = simulate
         # The data seed stays the target's (synthetic data must be the same rows); only the final
         # epoch is evaluated (shadows are scored by the audit, not by their accuracy curve).
         self.base = dataclasses.replace(config, data_seed=config.dataset_seed, eval_every=config.epochs)
@@ -61,9 +75,11 @@ class ShadowTrainer:
             runs.append(run)
         if self.engine == "stacked":
             self._train_stacked(runs)
-        else:  # flower, inprocess, or parallel with a single worker (the same functions)
-            from fedmist.simulation import train_runs
-            train_runs(runs, self.base.clients, "inprocess" if self.engine == "parallel" else self.engine)
+        elif self.engine == "flower":
+            self.simulate(runs, self.base.clients)
+        else:  # inprocess, or parallel with a single worker (the same functions)
+            for run in runs:
+                train_run(run, InProcessFederation())
 
     def _train_parallel(self, jobs: list[tuple[int, np.ndarray]], reference: np.ndarray,
                         done: Callable[[int, State], None]) -> None:
@@ -84,15 +100,8 @@ class ShadowTrainer:
 
     def _train_stacked(self, runs: list[Run]) -> None:
         """All shadows at once with batched matmuls (same weights as one by one)."""
-        from fedmist.data.split import partition
-        from fedmist.defenses import DEFENSES
-        from fedmist.engine.loop import lr_at
-        from fedmist.engine.workspace import get_workspace
-        from fedmist.training.seeding import PHASE_LOCAL, step_rng
-        from fedmist.training.stacked import train_stacked
-
         cfg = self.base
-        spec = DEFENSES[cfg.defense]
+        spec = get_defense(cfg.defense)
         if (spec.xdiff or cfg.clients != 1 or cfg.mixup_alpha > 0 or spec.local_step != "sgd"
                 or spec.train_loop is not None or spec.init_aux is not None):
             raise ConfigError(f"the stacked shadow engine trains 1-client recipes without xdiff or mixup "
@@ -130,16 +139,6 @@ def _worker_init(threads: int) -> None:
 
 def _train_one(cfg: RunConfig, rows: np.ndarray, reference: np.ndarray) -> State:
     """One shadow to completion in a worker process (same calls as the ``inprocess`` engine)."""
-    from fedmist.engine.inprocess import InProcessFederation
-    from fedmist.runner import train_run
-
     run = open_run(cfg, None, members=rows, reference=reference)
     train_run(run, InProcessFederation())
     return run.state
-
-
-def shadow_trainer_factory(engine: str = "flower") -> Callable:
-    """``(loaded run, audit seed) -> ShadowTrainer``, the factory ``fedmist.audit`` expects."""
-    def factory(run, audit_seed: int) -> ShadowTrainer:
-        return ShadowTrainer(run.config, audit_seed, engine)
-    return factory

@@ -15,21 +15,35 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedmist.compare import CompareError, _fedmist, highest_over_attacks
+from fedmist.config import RunConfig
 from fedmist.errors import ConfigError
+from fedmist.runs.console import console
+from fedmist.runs.recipes import default_recipe
+from fedmist.runs.rundir import prepare_config
+from fedmist.studies.cells import (
+    CompareError,
+    audit_is_current,
+    check_reuse,
+    run_fedmist,
+    train_once,
+)
+from fedmist.studies.compare import highest_over_attacks
 
 FL_ROWS = {"fedavg": ("sgd", "FedAvg"), "mist": ("mist", "MIST-in-FL"), "dpfedavg": ("sgd", "DP-FedAvg")}
+ROW_ALIASES = {"sgd": "fedavg"}  # the defense name a virtual-mode user types for the undefended row
 DP_KEYS = ("fl_dp_noise", "fl_dp_clip")
 DEFAULT_DP = {"fl_dp_noise": "0.01", "fl_dp_clip": "1.0"}
 DEFAULT_ATTACKS = "loss,mentr,confidence,entropy"  # outsider attacks that need no shadow models
+DEFAULT_ROUNDS = "20"  # when the command line sets none: the recipes' 100 epochs as rounds would record GBs
 
 
 def plan(defenses: Sequence[str], overrides: dict[str, str]) -> list[tuple[str, str, dict[str, str]]]:
     """(row name, defense, --set overrides) per row."""
     rows = []
     for name in defenses:
+        name = ROW_ALIASES.get(name, name)
         if name not in FL_ROWS:
-            raise ConfigError(f"--mode fl compares {', '.join(FL_ROWS)}; got {name!r}")
+            raise ConfigError(f"--mode fl compares {', '.join(FL_ROWS)} (sgd = fedavg); got {name!r}")
         base = {k: v for k, v in overrides.items() if k not in DP_KEYS}
         if name == "dpfedavg":
             base.update({k: overrides.get(k, DEFAULT_DP[k]) for k in DP_KEYS})
@@ -44,25 +58,33 @@ def _threat_summary(audit: dict) -> dict:
             "plr_0.1_attack": best["plr_0.1_attack"]}
 
 
+def row_config(dataset: str, defense: str, overrides: dict[str, str]) -> tuple[RunConfig, dict[str, str], Path | None]:
+    """A row's config, the ``--set`` items that build it on its recipe, and the recipe."""
+    sets = {"mode": "fl", "dataset": dataset, "defense": defense, "record_updates": "true", "rounds": DEFAULT_ROUNDS,
+            **overrides}
+    recipe = default_recipe(dataset, defense)
+    base = RunConfig.from_toml(recipe) if recipe else RunConfig()
+    return prepare_config(RunConfig.from_dict(sets, base=base)), sets, recipe
+
+
 def run_row(name: str, defense: str, overrides: dict[str, str], dataset: str, out: Path, attacks: str,
-            shadows: int, client: int, audit_seed: int, bootstrap: int) -> dict:
+            shadows: int, client: int, audit_seed: int, bootstrap: int, force: bool = False) -> dict:
     run_dir = out / "runs" / name
     log = out / "logs" / f"{name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
-    if not (run_dir / "model.pt").is_file():
-        resume = ["--resume"] if (run_dir / "config.json").is_file() else []
-        _fedmist(["simulate", "--mode", "fl", "--dataset", dataset, "--defense", defense, "--record-updates",
-                  *sets, "--out", str(run_dir), *resume], log, None)
+    cfg, sets, recipe = row_config(dataset, defense, overrides)
+    train_once(cfg, sets, recipe, run_dir, log, force=force)
     threats = {"server": "server", "client": f"client:{client}", "outsider": "outsider"}
     files = {"server": "audit-server.json", "client": f"audit-client{client}.json", "outsider": "audit.json"}
     for key, threat in threats.items():
-        if (run_dir / files[key]).is_file():
+        wanted = {"seed": audit_seed, "bootstrap": bootstrap, **({"n_shadows": shadows} if key == "outsider" else {})}
+        if audit_is_current(run_dir / files[key], run_dir / "model.pt", wanted,
+                            attacks.split(",") if key == "outsider" else [], force):
             continue
-        args = ["attack", str(run_dir), "--threat", threat, "--seed", str(audit_seed), "--bootstrap", str(bootstrap)]
+        args = ["attack", str(run_dir), "--threat", threat, "--audit-seed", str(audit_seed), "--bootstrap",
+                str(bootstrap)]
         if key == "outsider":
             args += ["--attacks", attacks, "--shadows", str(shadows), "--shadow-engine", "inprocess"]
-        _fedmist(args, log, None)
+        run_fedmist(args, log)
     metrics = json.loads((run_dir / "metrics.json").read_text())["summary"]
     fl = metrics.get("fl", {})
     row = {"row": FL_ROWS[name][1], "test_acc": metrics["test_acc"], "train_acc": metrics["train_acc"],
@@ -132,16 +154,18 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def fl_compare(dataset: str, defenses: Sequence[str], overrides: dict[str, str], out: Path, attacks: str,
-               shadows: int, audit_seed: int, bootstrap: int, client: int = 0) -> list[dict]:
-    from fedmist.console import console
+               shadows: int, audit_seed: int, bootstrap: int, client: int = 0, force: bool = False) -> list[dict]:
 
     out.mkdir(parents=True, exist_ok=True)
+    planned = plan(defenses, overrides)
+    for name, defense, sets in planned:  # every row's config checked (and its directory) before any trains
+        check_reuse(row_config(dataset, defense, sets)[0], out / "runs" / name, force)
     rows, failed = [], []
-    for name, defense, sets in plan(defenses, overrides):
+    for name, defense, sets in planned:
         console.print(f"  {name}: fedmist simulate --mode fl --defense {defense} "
                       + " ".join(f"--set {k}={v}" for k, v in sets.items()))
         try:
-            row = run_row(name, defense, sets, dataset, out, attacks, shadows, client, audit_seed, bootstrap)
+            row = run_row(name, defense, sets, dataset, out, attacks, shadows, client, audit_seed, bootstrap, force)
         except CompareError as err:
             console.print(f"  [red]{name} failed[/]: {err}")
             failed.append(name)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fedmist.errors import FederationError
-from fedmist.runner import Run
-
+from fedmist.runs.inprocess import InProcessFederation
+from fedmist.runs.rundir import Run, train_run
+from fedmist.runs.shadows import ShadowTrainer
 
 RAY_ADDRESS_ENV = "FEDMIST_RAY_ADDRESS"  # an existing Ray cluster (HOST:PORT) for every simulation
 
@@ -73,8 +74,13 @@ def train_runs(runs: Sequence[Run], clients: int, engine: str = "flower") -> Non
         return
     if engine != "inprocess":
         raise ValueError(f"unknown engine {engine!r}")
-    from fedmist.engine.inprocess import InProcessFederation
-    from fedmist.runner import train_run
-
     for run in runs:
         train_run(run, InProcessFederation())
+
+
+def shadow_trainer_factory(engine: str = "flower") -> Callable:
+    """``(loaded run, audit seed) -> ShadowTrainer``, the factory ``fedmist.audit`` expects; the
+    ``flower`` engine trains shadows in this module's simulation."""
+    def factory(run, audit_seed: int) -> ShadowTrainer:
+        return ShadowTrainer(run.config, audit_seed, engine, simulate=simulate_runs)
+    return factory

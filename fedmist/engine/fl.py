@@ -19,20 +19,18 @@ the Gaussian mechanism with noise multiplier z, Opacus's RDP accountant.
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 import numpy as np
 import torch
 
-from fedmist.config import RunConfig
-from fedmist.defenses import DEFENSES
-from fedmist.defenses.registry import model_part
-from fedmist.engine.jobs import LocalJob, State, XdiffJob
-from fedmist.engine.loop import EpochReport, _note_dropouts, lr_at
-from fedmist.fl.checks import parse_client
-from fedmist.fl.partition import class_histograms, partition_rows
-from fedmist.fl.recording import Recorder, check_budget, estimate_bytes
-from fedmist.training.aggregate import average_states
+from fedmist.config import RunConfig, parse_client
+from fedmist.data.fl_partition import class_histograms, partition_rows
+from fedmist.engine.loop import RoundPlan, train_rounds
+from fedmist.engine.recording import Recorder, check_budget, estimate_bytes
+from fedmist.training.jobs import DefenseHooks, Federation, State, model_part
+from fedmist.training.privacy import epsilon_spent
+from fedmist.training.workspace import get_workspace
 
 PARTITION_FILE = "partition.npz"
 TARGETS_FILE = "active_targets.npz"
@@ -68,12 +66,18 @@ def n_floats(state: State) -> int:
     return int(sum(v.numel() for v in model_part(state).values() if v.is_floating_point()))
 
 
-def recording_estimate(cfg: RunConfig, state: State) -> int:
-    return estimate_bytes(n_floats(state), cfg.clients, cfg.epochs, DEFENSES[cfg.defense].xdiff)
+def recording_estimate(cfg: RunConfig, spec: DefenseHooks, state: State) -> int:
+    return estimate_bytes(n_floats(state), cfg.clients, cfg.epochs, spec.xdiff)
+
+
+def fl_algorithm(cfg: RunConfig) -> str:
+    """The name of what an FL run trains: FedAvg, DP-FedAvg (FedAvg + clipping + noise) or MIST-in-FL."""
+    if cfg.defense == "mist":
+        return "MIST-in-FL (private-data mode)"
+    return "DP-FedAvg" if cfg.fl_dp_noise > 0 else "FedAvg"
 
 
 def epsilon(cfg: RunConfig, rounds: int | None = None) -> float:
-    from fedmist.defenses.dpsgd import epsilon_spent
     return epsilon_spent(cfg.fl_dp_noise, 1.0, cfg.epochs if rounds is None else rounds, cfg.fl_dp_delta)
 
 
@@ -88,58 +92,44 @@ def add_noise_(state: State, cfg: RunConfig, rnd: int, m: int) -> None:
             state[k] = v + std * torch.randn(v.shape, generator=gen, dtype=torch.float64).to(v.dtype)
 
 
-def run_round(cfg: RunConfig, federation, state: State, parts: list[np.ndarray], rnd: int,
-              weights: dict[int, float], ascent: np.ndarray | None = None,
-              recorder: Recorder | None = None) -> tuple[State, EpochReport]:
-    spec = DEFENSES[cfg.defense]
-    lr = lr_at(cfg, rnd)
+def fl_plan(cfg: RunConfig, parts: list[np.ndarray], weights: dict[int, float], ascent: np.ndarray | None = None,
+            recorder: Recorder | None = None) -> RoundPlan:
+    """A round of real FL: each client its own rows, data-size weights, DP-FedAvg's noise after the
+    average, the active attacker's targets, and the recording of what every party observes."""
     attacker = parse_client(cfg.active_attack, cfg.clients, "active_attack") if cfg.active_attack else -1
-    empty = np.empty(0, np.int64)
-    t0 = time.perf_counter()
-    jobs = [LocalJob(c, rnd, lr, state, rows, ascent_rows=ascent if (c == attacker and ascent is not None) else empty)
-            for c, rows in enumerate(parts)]
-    dropped: dict[int, str] = {}
-    local = sorted(federation.local(cfg, jobs), key=lambda r: r.client)
-    _note_dropouts("local training", [j.client for j in jobs], [r.client for r in local], federation, dropped, cfg)
-    t1 = time.perf_counter()
-    do_xdiff = spec.xdiff and len(local) >= 2 and not (cfg.skip_last_xdiff and rnd == cfg.epochs)
-    xdiff_loss = None
-    if do_xdiff:
-        xjobs = [XdiffJob(r.client, rnd, lr, r.state, parts[r.client],
-                          peer_states=[p.state for p in local if p.client != r.client]) for r in local]
-        finals = sorted(federation.xdiff(cfg, xjobs), key=lambda r: r.client)
-        _note_dropouts("xdiff", [j.client for j in xjobs], [r.client for r in finals], federation, dropped, cfg)
-        uploads = {r.client: r.state for r in finals}
-        xdiff_loss = float(np.mean([r.xdiff for r in finals]))
-    else:
-        uploads = {r.client: r.state for r in local}
-    t2 = time.perf_counter()
-    total = sum(weights[c] for c in uploads)
-    clients = sorted(uploads)
-    new_state = average_states([uploads[c] for c in clients], [weights[c] / total for c in clients])
-    if cfg.fl_dp_noise > 0:
-        add_noise_(new_state, cfg, rnd, len(clients))
-    t3 = time.perf_counter()
-    report = EpochReport(rnd, lr, float(np.mean([r.loss for r in local])), xdiff_loss, t1 - t0, t2 - t1, t3 - t2)
-    report.extra["client_seconds_local"] = float(sum(r.seconds for r in local))
-    report.extra["dropped"] = sorted(dropped)
-    if attacker >= 0:
-        report.extra["active_attack"] = f"client {attacker}: gradient ascent on {0 if ascent is None else len(ascent)} target rows"
-        print(f"ACTIVE ATTACK round {rnd}: client {attacker} uploads weights after gradient ascent on "
-              f"{0 if ascent is None else len(ascent)} target rows (active_attack={cfg.active_attack})", flush=True)
-    if recorder is not None:
-        phase1 = {r.client: r.state for r in local} if do_xdiff else None
-        recorder.save_round(rnd, state, {c: model_part(s) for c, s in uploads.items()},
-                            {c: weights[c] / total for c in clients},
-                            None if phase1 is None else {c: model_part(s) for c, s in phase1.items()})
-        report.extra["record_seconds"] = recorder.seconds
-    return new_state, report
+
+    def after_average(state: State, m: int) -> None:
+        if cfg.fl_dp_noise > 0:
+            add_noise_(state, cfg, _round[0], m)
+
+    def on_uploads(start: State, phase1: dict[int, State] | None, uploads: dict[int, State],
+                   shares: dict[int, float]) -> dict:
+        extra: dict = {}
+        rnd = _round[0]
+        if attacker >= 0:
+            n = 0 if ascent is None else len(ascent)
+            extra["active_attack"] = f"client {attacker}: gradient ascent on {n} target rows"
+            print(f"ACTIVE ATTACK round {rnd}: client {attacker} uploads weights after gradient ascent on "
+                  f"{n} target rows (active_attack={cfg.active_attack})", flush=True)
+        if recorder is not None:
+            recorder.save_round(rnd, start, {c: model_part(s) for c, s in uploads.items()}, shares,
+                                None if phase1 is None else {c: model_part(s) for c, s in phase1.items()})
+            extra["record_seconds"] = recorder.seconds
+        return extra
+
+    _round = [0]  # the round being planned (set by ``plan_for``)
+    plan = RoundPlan(parts, virtual_targets=False, weights=weights, after_average=after_average,
+                     on_uploads=on_uploads, labels=("local training", "xdiff"),
+                     ascent={attacker: ascent} if attacker >= 0 and ascent is not None else {})
+
+    def plan_for(rnd: int) -> RoundPlan:
+        _round[0] = rnd
+        return plan
+    return plan_for
 
 
-def train_fl(run, federation) -> State:
+def train_fl(run: Any, spec: DefenseHooks, federation: Federation) -> State:
     """Train an opened FL run (``run.cfg.mode == "fl"``) from ``run.start_epoch`` to the last round."""
-    from fedmist.engine.workspace import get_workspace
-
     cfg = run.cfg
     ds = get_workspace(cfg).dataset
     parts = client_partitions(cfg, run.split.members, ds.y)
@@ -156,15 +146,12 @@ def train_fl(run, federation) -> State:
               f"before every upload (Nasr et al. 2019); this run is an attack experiment", flush=True)
     recorder = None
     if cfg.record_updates and run.path is not None:
-        check_budget(n_floats(run.state), cfg.clients, cfg.epochs, DEFENSES[cfg.defense].xdiff, cfg.max_record_gb)
+        check_budget(n_floats(run.state), cfg.clients, cfg.epochs, spec.xdiff, cfg.max_record_gb)
         recorder = Recorder(run.path / "updates")
-    state = run.state
-    for rnd in range(run.start_epoch, cfg.epochs + 1):
-        state, report = run_round(cfg, federation, state, parts, rnd, weights, ascent, recorder)
-        run.on_epoch(state, report)
+    state = train_rounds(cfg, spec, federation, run.state, fl_plan(cfg, parts, weights, ascent, recorder),
+                         run.start_epoch, run.on_epoch)
     fl = {"partition": cfg.partition, "clients": cfg.clients, "rounds": cfg.epochs, "local_epochs": cfg.local_epochs,
-          "algorithm": ("DP-FedAvg" if cfg.fl_dp_noise > 0 else "FedAvg") if cfg.defense == "sgd" else
-          "MIST-in-FL (private-data mode)", "client_sizes": [int(len(p)) for p in parts],
+          "algorithm": fl_algorithm(cfg), "client_sizes": [int(len(p)) for p in parts],
           "aggregation_weights": [weights[k] for k in range(len(parts))]}
     if cfg.active_attack:
         fl["active_attack"] = {"attacker": cfg.active_attack, "targets": int(len(ascent)), "lr": cfg.active_lr,
@@ -177,7 +164,7 @@ def train_fl(run, federation) -> State:
                     "noise": "server side, std = flwr compute_stdv(z, C, m)"}
     if recorder is not None:
         recorder.save_final(model_part(state))
-        fl["recording"] = {"bytes": recorder.bytes, "estimated_uncompressed_bytes": recording_estimate(cfg, state),
+        fl["recording"] = {"bytes": recorder.bytes, "estimated_uncompressed_bytes": recording_estimate(cfg, spec, state),
                            "seconds": recorder.seconds, "dir": "updates",
                            "dtypes": "global float32, client updates float16 (.npz)"}
     run.extra_summary["fl"] = fl

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from fedmist.attacks import ATTACKS
 from fedmist.audit.pipeline import TrainFnFactory, audit_run
+from fedmist.runs.load import load_run
 
 
 def run_audit(run_dir: Path, attacks: list[str], n_shadows: int, train_fn_factory: TrainFnFactory,
@@ -23,8 +24,6 @@ def run_audit(run_dir: Path, attacks: list[str], n_shadows: int, train_fn_factor
     it is only called when a shadow model is missing from the cache. ``rebuild`` discards the
     cache first. Returns the report (audit.json's content).
     """
-    from fedmist import load_run
-
     run = load_run(Path(run_dir))
     return audit_run(run, attacks, n_shadows, train_fn_factory, rebuild=rebuild, seed=seed, fprs=fprs,
                      n_bootstrap=n_bootstrap, vulnerable_rows=vulnerable_rows, progress=progress,

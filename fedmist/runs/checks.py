@@ -1,31 +1,26 @@
-"""Validation of the FL fields of a ``RunConfig`` (ConfigError naming the problem)."""
+"""Checks of a ``RunConfig`` that depend on more than one field: the defense's own, and the
+FL fields against the mode (ConfigError naming the problem). Called where a run is prepared."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from fedmist.config import RunConfig, parse_client
+from fedmist.data.fl_partition import parse_partition
+from fedmist.defenses.registry import DefenseSpec
 from fedmist.errors import ConfigError, require_finite
-
-if TYPE_CHECKING:
-    from fedmist.config import RunConfig
 
 FL_DEFENSES = {"sgd": "FedAvg", "mist": "MIST-in-FL (private-data mode)"}
 
 
-def parse_client(text: str, clients: int, what: str) -> int:
-    """``"client:3"`` -> 3, checking 0 <= 3 < clients."""
-    kind, _, value = text.strip().partition(":")
-    if kind != "client" or not value.strip().lstrip("-").isdigit():
-        raise ConfigError(f"{what} must look like client:K (K = 0..{clients - 1}), got {text!r}")
-    k = int(value)
-    if not 0 <= k < clients:
-        raise ConfigError(f"{what} names client {k}, but the federation has clients 0..{clients - 1}")
-    return k
+def check_config(cfg: RunConfig, spec: DefenseSpec) -> RunConfig:
+    """Every check of a config about to train with defense ``spec``; returns ``cfg``."""
+    spec.check(cfg)
+    cfg.validate()
+    spec.parse_params(cfg.params)
+    check_fl_config(cfg) if cfg.mode == "fl" else check_not_fl(cfg)
+    return cfg
 
 
-def check_fl_config(cfg: "RunConfig") -> None:
-    from fedmist.fl.partition import parse_partition
-
+def check_fl_config(cfg: RunConfig) -> None:
     if cfg.defense not in FL_DEFENSES:
         raise ConfigError(f"--mode fl trains {', '.join(f'{k} ({v})' for k, v in FL_DEFENSES.items())} or DP-FedAvg "
                           f"(sgd with --set fl_dp_noise=Z); got defense {cfg.defense!r}")
@@ -51,7 +46,7 @@ def check_fl_config(cfg: "RunConfig") -> None:
             raise ConfigError("active_steps must be >= 1 and active_lr > 0")
 
 
-def check_not_fl(cfg: "RunConfig") -> None:
+def check_not_fl(cfg: RunConfig) -> None:
     """FL-only switches are an error outside ``--mode fl`` (they would silently do nothing)."""
     used = [name for name, on in (("record_updates", cfg.record_updates), ("active_attack", bool(cfg.active_attack)),
                                   ("fl_dp_noise", cfg.fl_dp_noise > 0), ("rounds", cfg.rounds > 0),

@@ -15,6 +15,7 @@ from fedmist.config import RunConfig
 from fedmist.data.dataset import Dataset
 from fedmist.data.registry import DEFAULT_MODEL, base_name, load_dataset
 from fedmist.models import build_model
+from fedmist.training.jobs import State
 
 
 @dataclass
@@ -48,20 +49,13 @@ def get_workspace(cfg: RunConfig) -> Workspace:
     return ws
 
 
-def initial_state(cfg: RunConfig) -> dict[str, torch.Tensor]:
-    """The seeded θ̄_0 every run starts from (same seed -> same initial weights), plus the defense's
-    own initial tensors (``aux/`` keys, e.g. AdvReg's attack model)."""
-    from fedmist.defenses import DEFENSES
-
+def initial_model(cfg: RunConfig) -> nn.Module:
+    """The seeded network every run starts from: same seed -> same initial weights, in any process."""
     ws = get_workspace(cfg)
     torch.manual_seed(cfg.seed)
-    fresh = build_model(ws.model_name, ws.dataset.feature_shape, ws.dataset.num_classes)
-    state = {k: v.detach().cpu().clone() for k, v in fresh.state_dict().items()}
-    spec = DEFENSES[cfg.defense]
-    if spec.init_aux is not None:
-        aux = spec.init_aux(cfg, spec.parse_params(cfg.params), fresh)
-        bad = [k for k in aux if not k.startswith("aux/")]
-        if bad:
-            raise ValueError(f"defense {cfg.defense!r}: init_aux keys must start with 'aux/', got {bad}")
-        state.update({k: v.detach().cpu().clone() for k, v in aux.items()})
-    return state
+    return build_model(ws.model_name, ws.dataset.feature_shape, ws.dataset.num_classes)
+
+
+def initial_weights(cfg: RunConfig) -> State:
+    """θ̄_0 as a CPU state dict (``initial_model``'s weights)."""
+    return {k: v.detach().cpu().clone() for k, v in initial_model(cfg).state_dict().items()}

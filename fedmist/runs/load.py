@@ -12,6 +12,12 @@ from torch import nn
 
 from fedmist.config import RunConfig
 from fedmist.data.dataset import Dataset
+from fedmist.data.registry import load_dataset
+from fedmist.data.split import Split
+from fedmist.defenses import get_defense
+from fedmist.models import build_model
+from fedmist.training.jobs import model_part
+from fedmist.training.workspace import model_name_for
 from fedmist.errors import RunDirError
 
 
@@ -40,9 +46,6 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
     ...
     fedmist.errors.RunDirError: runs/does-not-exist is not a run directory (no config.json)
     """
-    from fedmist.data.registry import load_dataset
-    from fedmist.data.split import Split
-
     path = Path(path)
     if not (path / "config.json").is_file():
         raise RunDirError(f"{path} is not a run directory (no config.json)")
@@ -66,13 +69,8 @@ def load_run(path: str | Path, device: str = "cpu") -> LoadedRun:
 def query_model(cfg: RunConfig, state: dict[str, torch.Tensor], dataset: Dataset) -> nn.Module:
     """Network + weights (``aux/`` tensors stripped), wrapped by the defense's ``query_model`` hook
     (MemGuard's output perturbation) so attacks see what a user of the deployed model sees."""
-    from fedmist.defenses import DEFENSES
-    from fedmist.defenses.registry import model_part
-    from fedmist.engine.workspace import model_name_for
-    from fedmist.models import build_model
-
     model = build_model(model_name_for(cfg), dataset.feature_shape, dataset.num_classes)
     model.load_state_dict(model_part(state))
     model.eval()
-    spec = DEFENSES[cfg.defense]
+    spec = get_defense(cfg.defense)
     return spec.query_model(model, state, cfg).eval() if spec.query_model is not None else model

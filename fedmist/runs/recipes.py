@@ -1,4 +1,5 @@
-"""Paper recipes (MIST Table 7) as TOML files in ``experiments/recipes/``."""
+"""Paper recipes (MIST Table 7 and the defenses' papers) as TOML files shipped in ``fedmist/recipes/``
+(``experiments/recipes`` in a checkout links there), so an installed fedmist finds them anywhere."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ from pathlib import Path
 
 from fedmist.data.registry import DEFAULT_MODEL, base_name
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def recipe_dirs() -> list[Path]:
     """``./experiments/recipes`` first (a user's own), then the ones shipped with fedmist."""
-    dirs = [Path("experiments/recipes"), PROJECT_ROOT / "experiments" / "recipes"]
+    dirs = [Path("experiments/recipes"), SHIPPED]
     return [d for d in dirs if d.is_dir()]
 
 

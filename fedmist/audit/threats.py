@@ -32,12 +32,13 @@ import numpy as np
 import torch
 
 from fedmist.attacks.insider import insider_scores, snapshot_signals
-from fedmist.audit.audit_set import build_audit_set
-from fedmist.audit.report import build_report, format_report, write_report
+from fedmist.audit.audit_set import AuditSet, build_audit_set
+from fedmist.audit.report import build_report, write_report
+from fedmist.config import parse_client
+from fedmist.engine.fl import PARTITION_FILE, TARGETS_FILE
+from fedmist.engine.recording import RoundRecord, load_round, recorded_rounds
 from fedmist.errors import ConfigError, RunDirError
-from fedmist.fl.checks import parse_client
-from fedmist.fl.loop import PARTITION_FILE, TARGETS_FILE
-from fedmist.fl.recording import RoundRecord, load_round, recorded_rounds
+from fedmist.runs.load import load_run
 
 FPRS = (0.001, 0.01)
 
@@ -152,7 +153,6 @@ def assign_clients(rows: np.ndarray, is_member: np.ndarray, owner: dict[int, int
 def label_matched_audit_set(members: np.ndarray, nonmembers: np.ndarray, labels: np.ndarray, seed: int):
     """A balanced audit set with, for every class, as many members as non-members (the smaller
     count of the two, drawn seeded): one client's partition under label skew vs held-out rows."""
-    from fedmist.audit.audit_set import AuditSet
 
     rng = np.random.default_rng([seed, 0x1AB])
     members, nonmembers = np.asarray(members, np.int64), np.asarray(nonmembers, np.int64)
@@ -229,7 +229,6 @@ def _mean_rows(a: np.ndarray) -> np.ndarray:
 
 def threat_audit(run_dir: Path, threat: str, seed: int = 0, n_bootstrap: int = 200) -> list[dict]:
     """Run the attacks of ``threat`` on a recorded FL run; returns the report(s) written."""
-    from fedmist import load_run
 
     if run_dir is None:
         raise ConfigError("give a run directory (fedmist attack runs/NAME --threat ...)")
@@ -257,23 +256,4 @@ def threat_audit(run_dir: Path, threat: str, seed: int = 0, n_bootstrap: int = 2
         rep["threat"]["fl"] = run.metrics.get("summary", {}).get("fl")
         suffix, scores, is_member, rows = rep.pop("_files")
         write_report(Path(run.path), rep, scores, is_member, {"indices": rows}, suffix=suffix)
-    return reports
-
-
-def threat_command(run_dir: Path | None, threat: str, seed: int, bootstrap: int) -> list[dict]:
-    from fedmist.console import console
-
-    reports = threat_audit(run_dir, threat, seed, bootstrap)
-    for rep in reports:
-        info = rep["threat"]
-        console.print(f"[bold]threat {info['threat']}[/]: victims = {info.get('victims')}")
-        console.print(format_report(rep))
-        if "peer" in info:
-            best = rep["attacks"]
-            auc = max(v["full"]["auc"] for v in best.values())
-            console.print(f"MIST private-data mode leaks: from client {info['peer']}'s forwarded phase-1 weights a "
-                          f"curious client infers membership in client {info['peer']}'s partition with AUC {auc:.3f} "
-                          f"(best attack; 0.5 = chance)")
-    suffixes = [r["threat"]["threat"] for r in reports]
-    console.print(f"wrote audit-*.json/.csv, scores-*.npz, roc-*.png for {', '.join(suffixes)} into {run_dir}")
     return reports

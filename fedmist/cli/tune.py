@@ -4,28 +4,37 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from fedmist.console import console
-from fedmist.errors import ConfigError
+from fedmist.cli.options import merge_overrides
+from fedmist.config import RunConfig
+from fedmist.defenses import get_defense
+from fedmist.errors import ConfigError, require_finite
+from fedmist.runs.console import console
+from fedmist.runs.recipes import default_recipe
+from fedmist.runs.rundir import prepare_config
+from fedmist.studies.cells import as_set_value, train_once
+from fedmist.studies.tune import (
+    bisect_strongest,
+    plot_trials,
+    tuned_recipe_dir,
+    write_recipe,
+)
 
 
-def tune_command(defense: str, dataset: str, max_acc_drop: float, out: Path, iterations: int,
-                 validation_fraction: float, seed: int, set_: list[str]) -> dict:
-    from fedmist.compare import _fedmist
-    from fedmist.config import RunConfig, parse_sets
-    from fedmist.defenses import DEFENSES
-    from fedmist.recipes import default_recipe
-    from fedmist.runner import prepare_config
-    from fedmist.tune import bisect_strongest, plot_trials, tuned_recipe_dir, write_recipe
-
-    if defense not in DEFENSES:
-        raise ConfigError(f"unknown defense {defense!r}; known: {', '.join(sorted(DEFENSES))}")
-    spec = DEFENSES[defense]
+def tune_command(defense: str, explicit: dict[str, Any], max_acc_drop: float, out: Path, iterations: int,
+                 validation_fraction: float, set_: list[str]) -> dict:
+    spec = get_defense(defense)
     if spec.tune_knob is None:
         raise ConfigError(f"defense {defense!r} has no strength knob to tune")
+    require_finite("--max-acc-drop", max_acc_drop, positive=True, must="a positive number of points")
+    if iterations < 1:
+        raise ConfigError(f"--iterations must be >= 1, got {iterations}")
     if not 0 < validation_fraction < 0.5:
         raise ConfigError(f"--validation-fraction must be in (0, 0.5), got {validation_fraction}")
-    overrides = parse_sets(set_)
+    overrides = {k: as_set_value(v) for k, v in merge_overrides(explicit, set_).items()}
+    dataset = overrides.pop("dataset", "location")
+    seed = int(overrides.pop("seed", 0))
     knob = spec.tune_knob
     base_dir = out / "tune" / f"{dataset.replace(':', '-')}-{defense}"
     base_dir.mkdir(parents=True, exist_ok=True)
@@ -36,18 +45,9 @@ def tune_command(defense: str, dataset: str, max_acc_drop: float, out: Path, ite
         recipe = default_recipe(dataset, defense_name)
         run_dir = base_dir / name
         common = {"validation_fraction": str(validation_fraction), **overrides, **values}
-        cfg = RunConfig.from_toml(recipe) if recipe else RunConfig()
-        prepare_config(RunConfig.from_dict({"dataset": dataset, "defense": defense_name, "seed": seed, **common},
-                                           base=cfg))  # refuse a bad trial before training anything
-        if not (run_dir / "model.pt").is_file():
-            args = ["simulate", "--dataset", dataset, "--defense", defense_name, "--seed", str(seed), "--out", str(run_dir)]
-            if recipe:
-                args += ["--recipe", str(recipe)]
-            for k, v in common.items():
-                args += ["--set", f"{k}={v}"]
-            if (run_dir / "config.json").is_file():
-                args.append("--resume")
-            _fedmist(args, log, None)
+        sets = {"dataset": dataset, "defense": defense_name, "seed": str(seed), **common}
+        cfg = prepare_config(RunConfig.from_dict(sets, base=RunConfig.from_toml(recipe) if recipe else RunConfig()))
+        train_once(cfg, sets, recipe, run_dir, log)  # a trial directory of another config is refused
         acc = json.loads((run_dir / "metrics.json").read_text())["summary"]["test_acc"]  # = validation rows
         console.print(f"  {defense_name} {values or ''}: validation accuracy {100 * acc:.2f} %")
         return acc

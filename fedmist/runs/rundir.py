@@ -18,39 +18,36 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedmist.config import RunConfig
+from fedmist.config import RunConfig, training_differences
+from fedmist.data.paths import resolve_data_dir
 from fedmist.data.registry import PAPER_TRAIN_SIZE, base_name
 from fedmist.data.split import Split, make_split
-from fedmist.engine.jobs import State
-from fedmist.engine.loop import EpochReport
-from fedmist.defenses.registry import aux_part, model_part
-from fedmist.engine.workspace import get_workspace, initial_state
+from fedmist.defenses import DefenseSpec, get_defense
+from fedmist.engine.fl import n_floats, train_fl
+from fedmist.engine.loop import train
+from fedmist.engine.recording import check_budget
 from fedmist.errors import RunDirError
+from fedmist.runs.checks import check_config
 from fedmist.training.evaluate import accuracy
+from fedmist.training.jobs import EpochReport, Federation, State, aux_part, model_part
+from fedmist.training.workspace import get_workspace, initial_weights
 
-# Fields that may change between an interrupted run and its resumption without changing results.
-RESUMABLE_DIFFERENCES = {"device", "cpus_per_client", "gpus_per_client", "round_timeout", "data_dir", "eval_every"}
 PHASES = ("local", "xdiff", "aggregate", "eval")
 
 
 def prepare_config(cfg: RunConfig) -> RunConfig:
     """Apply what the defense fixes, make the data directory absolute (simulation workers may run
     elsewhere) and validate; raises ConfigError naming the first problem."""
-    from fedmist.data.paths import resolve_data_dir
-    from fedmist.defenses import DEFENSES
-
-    if cfg.defense in DEFENSES and cfg.mode != "fl":  # in FL mode sgd is FedAvg over --clients clients
-        DEFENSES[cfg.defense].prepare(cfg)
+    spec = get_defense(cfg.defense)
+    if cfg.mode != "fl":  # in FL mode sgd is FedAvg over --clients clients
+        spec.prepare(cfg)
     if cfg.mode == "fl" and cfg.rounds > 0:
         cfg.epochs = cfg.rounds  # one epoch report per FL round
     if not cfg.dataset.startswith("synthetic"):
         cfg.data_dir = str(resolve_data_dir(cfg.data_dir or None))
-    cfg.validate()
+    check_config(cfg, spec)
     if cfg.mode == "fl" and cfg.record_updates:  # refuse before anything is trained or written
-        from fedmist.fl.loop import n_floats
-        from fedmist.fl.recording import check_budget
-        check_budget(n_floats(initial_state(cfg)), cfg.clients, cfg.epochs, DEFENSES[cfg.defense].xdiff,
-                     cfg.max_record_gb)
+        check_budget(n_floats(initial_weights(cfg)), cfg.clients, cfg.epochs, spec.xdiff, cfg.max_record_gb)
     return cfg
 
 
@@ -72,6 +69,7 @@ class Run:
     """One training run in progress: where it writes and what it has done so far."""
 
     cfg: RunConfig
+    spec: DefenseSpec  # the defense, looked up once here and handed to the engine
     path: Path | None  # None: in-memory only (e.g. a shadow model whose weights a callback keeps)
     split: Split
     state: State
@@ -119,8 +117,7 @@ class Run:
     @property
     def last_epoch(self) -> int:
         """The last epoch's number: ``cfg.epochs``, or more for a defense with phases of its own."""
-        from fedmist.defenses import DEFENSES
-        return DEFENSES[self.cfg.defense].last_epoch(self.cfg)
+        return self.spec.last_epoch(self.cfg)
 
     def evaluate(self, state: State) -> dict[str, float]:
         ws = get_workspace(self.cfg)
@@ -152,9 +149,7 @@ class Run:
                 **self.extra_summary}
 
     def finish(self) -> dict:
-        from fedmist.defenses import DEFENSES
-
-        spec = DEFENSES[self.cfg.defense]
+        spec = self.spec
         extras = spec.after_training(self) if spec.after_training is not None else {}
         summary = self.summary()
         if extras:
@@ -179,11 +174,9 @@ def write_json(path: Path, data: dict) -> None:
 
 def split_for(cfg: RunConfig) -> Split:
     """The seeded split of a config: members, reference (if the defense wants one), non-members, test."""
-    from fedmist.defenses import DEFENSES
-
     n = len(get_workspace(cfg).dataset)
     train_size = default_train_size(cfg, n)
-    split = make_split(n, train_size, cfg.seed, reference=DEFENSES[cfg.defense].reference_size(cfg, train_size))
+    split = make_split(n, train_size, cfg.seed, reference=get_defense(cfg.defense).reference_size(cfg, train_size))
     if cfg.validation_fraction > 0:  # tuning: evaluate on held-out members, never on audit or test rows
         k = max(1, int(round(cfg.validation_fraction * len(split.members))))
         split = Split(split.members[:-k], split.nonmembers, split.members[-k:], False, split.reference)
@@ -205,8 +198,9 @@ def open_run(cfg: RunConfig, path: Path | None, *, resume: bool = False, force: 
     ``members`` overrides the seeded split's training rows (shadow models train on given halves of
     the audit pool); ``reference`` its reference rows (shadows use the target's, outside the pool).
     """
+    spec = get_defense(cfg.defense)
     if path is None:
-        return Run(cfg, None, _override(split_for(cfg), members, reference), initial_state(cfg))
+        return Run(cfg, spec, None, _override(split_for(cfg), members, reference), spec.initial_state(cfg))
     if path.exists() and resume:
         return _resume(cfg, path)
     # A directory holding only a shadow cache (kept while the target is retrained) is not a run.
@@ -218,45 +212,64 @@ def open_run(cfg: RunConfig, path: Path | None, *, resume: bool = False, force: 
     split = _override(split_for(cfg), members, reference)
     split.save(path / "split.npz")
     (path / "config.json").write_text(cfg.to_json())
-    return Run(cfg, path, split, initial_state(cfg))
+    return Run(cfg, spec, path, split, spec.initial_state(cfg))
 
 
-def train_run(run: Run, federation) -> None:
-    """Train an opened run to completion over ``federation`` (the defense's own loop if it has one)."""
-    from fedmist.defenses import DEFENSES
-    from fedmist.engine.loop import train
-
+def train_run(run: Run, federation: Federation) -> None:
+    """Train an opened run to completion over ``federation``: FL rounds, the defense's own procedure
+    (handed the engine's round loop), or the engine's MIST loop."""
     run.begin()
-    loop = DEFENSES[run.cfg.defense].train_loop
-    if run.cfg.mode == "fl":
-        from fedmist.fl.loop import train_fl
-        run.state = train_fl(run, federation)
-    elif loop is not None:
-        run.state = loop(run, federation)
+    cfg, spec = run.cfg, run.spec
+    if cfg.mode == "fl":
+        run.state = train_fl(run, spec, federation)
+    elif spec.train_loop is not None:
+        def rounds(fed: Federation, state: State, members: np.ndarray, start: int, on_epoch) -> State:
+            return train(cfg, spec, fed, state, members, start, on_epoch)
+        run.state = spec.train_loop(run, federation, rounds)
     else:
-        run.state = train(run.cfg, federation, run.state, run.split.members, run.start_epoch, run.on_epoch,
+        run.state = train(cfg, spec, federation, run.state, run.split.members, run.start_epoch, run.on_epoch,
                           run.split.reference)
     run.finish()
+
+
+def finished(path: Path, cfg: RunConfig) -> bool:
+    """True when ``path`` holds a finished run of ``cfg``; False when there is nothing to reuse there
+    (or an unfinished run of ``cfg`` that ``open_run(..., resume=True)`` continues). A run of another
+    config is an error naming the fields that differ, unless the caller passes ``force`` to
+    ``open_run``: a cache is reused only when its config equals the request."""
+    saved = read_config(path)
+    if saved is None:
+        return False
+    check_same_config(path, saved, cfg)
+    return (path / "model.pt").is_file()
+
+
+def read_config(path: Path) -> dict | None:
+    """A run directory's ``config.json`` as a dict, or None when there is none."""
+    cfg_file = path / "config.json"
+    return json.loads(cfg_file.read_text()) if cfg_file.is_file() else None
+
+
+def check_same_config(path: Path, saved: dict, cfg: RunConfig) -> None:
+    differ = training_differences(saved, cfg)
+    if differ:
+        raise RunDirError(f"{path} holds a run of another config ({', '.join(differ)}); "
+                          "use another --out, or --force to replace it")
 
 
 def _resume(cfg: RunConfig, path: Path) -> Run:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise RunDirError(f"cannot resume {path}: no config.json")
-    saved = json.loads(cfg_file.read_text())
-    mine = cfg.to_dict()
-    # a run saved before a field existed has that field's default (e.g. the FL fields)
-    saved = {**{k: v for k, v in RunConfig().to_dict().items() if k not in saved}, **saved}
-    differ = sorted(k for k in mine if k not in RESUMABLE_DIFFERENCES and saved.get(k) != mine[k])
+    differ = training_differences(json.loads(cfg_file.read_text()), cfg)
     if differ:
-        detail = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {mine[k]!r}" for k in differ)
-        raise RunDirError(f"cannot resume {path}: its config differs ({detail})")
+        raise RunDirError(f"cannot resume {path}: its config differs ({', '.join(differ)})")
     split = Split.load(path / "split.npz")
     ckpt_file = path / "checkpoint.pt"
     if not ckpt_file.is_file():
         if (path / "model.pt").is_file():
             raise RunDirError(f"run {path} is already complete (model.pt exists); nothing to resume")
-        return Run(cfg, path, split, initial_state(cfg))
+        return Run(cfg, get_defense(cfg.defense), path, split, get_defense(cfg.defense).initial_state(cfg))
     ckpt = torch.load(ckpt_file, weights_only=False)
-    return Run(cfg, path, split, ckpt["state"], start_epoch=ckpt["epoch"] + 1, history=ckpt["history"],
+    return Run(cfg, get_defense(cfg.defense), path, split, ckpt["state"], start_epoch=ckpt["epoch"] + 1, history=ckpt["history"],
                phase_time=ckpt["phase_time"], wall_before=ckpt["wall_time"])

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedmist.config import RunConfig
+from fedmist.defenses import DEFENSES
 from fedmist.errors import ConfigError, FedmistError
+from fedmist.runs.recipes import default_recipe
+from fedmist.runs.rundir import prepare_config
+from fedmist.runs.shadows import available_cores
+from fedmist.studies.cells import audit_is_current, run_fedmist, train_once
 
 # MIST paper Table 1 (CIFAR-100 / AlexNet on a GTX-1080Ti): running time relative to SGD, and
 # memory as the number of models trained.
@@ -30,10 +32,6 @@ PAPER_TIME_RATIO = {"sgd": 1.0, "advreg": 7008 / 1195, "dmp": 2543 / 1195, "memg
                     "selena": 20320 / 1195, "mixup_mmd": 3154 / 1195, "hamp": 1280 / 1195, "mist": 2139 / 1195}
 PAPER_MEMORY_FACTOR = {"sgd": 1, "advreg": 1, "dmp": 2, "memguard": 1, "selena": 26, "mixup_mmd": 1, "hamp": 1,
                        "mist": 4}
-
-
-class CompareError(FedmistError):
-    """A cell of the comparison failed; its log says why."""
 
 
 @dataclass
@@ -47,6 +45,12 @@ class Cell:
     recipe: Path | None = None
     overrides: dict[str, str] = field(default_factory=dict)
     label: str = ""  # row name when it is not the defense's (an ablation variant, e.g. "mist-kl")
+    config: RunConfig = field(default_factory=RunConfig)  # what the cell's run must hold (checked on reuse)
+
+    @property
+    def sets(self) -> dict[str, str]:
+        """The ``--set`` items that, on top of ``recipe``, build ``config``."""
+        return {"dataset": self.dataset, "defense": self.defense, "seed": str(self.seed), **self.overrides}
 
     @property
     def name(self) -> str:
@@ -63,90 +67,29 @@ class CompareSettings:
     jobs: int = 1
     ray_address: str | None = None
     shadows_for: dict[str, int] = field(default_factory=dict)  # per-defense override (SELENA is costly)
+    force: bool = False  # replace runs and audits made with another config
 
     def n_shadows(self, defense: str) -> int:
         return self.shadows_for.get(defense, self.shadows)
 
 
 # --- running cells ------------------------------------------------------------------------------
-def _fedmist(args: Sequence[str], log: Path, ray_address: str | None,
-             on_sample: Callable[[float], None] | None = None, shadow_workers: int | None = None) -> float:
-    """Run ``python -m fedmist ARGS`` with its output appended to ``log``; return the peak resident
-    memory (MB) of its whole process tree (Ray's workers included) sampled every 0.2 s."""
-    import psutil
-
-    env = dict(os.environ)
-    if shadow_workers is not None:
-        env.setdefault("FEDMIST_SHADOW_WORKERS", str(shadow_workers))
-    if ray_address:
-        env["FEDMIST_RAY_ADDRESS"] = ray_address
-    env.setdefault("COLUMNS", "120")
-    with open(log, "a") as fh:
-        fh.write(f"$ fedmist {' '.join(args)}\n")
-        fh.flush()
-        proc = subprocess.Popen([sys.executable, "-m", "fedmist", *args], stdout=fh, stderr=subprocess.STDOUT,
-                                env=env)
-        peak = 0.0
-        root = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            peak = max(peak, _tree_rss_mb(root))
-            time.sleep(0.2)
-    if proc.returncode != 0:
-        tail = log.read_text().strip().splitlines()[-3:]
-        raise CompareError(f"`fedmist {' '.join(args[:1])}` failed (exit {proc.returncode}); see {log}: "
-                           + " | ".join(tail))
-    return peak
-
-
-def _tree_rss_mb(root) -> float:
-    import psutil
-
-    total = 0
-    try:
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total / 2**20
-
-
-def _audit_is_current(run_dir: Path, settings: CompareSettings, defense: str) -> bool:
-    path = run_dir / "audit.json"
-    if not path.is_file():
-        return False
-    audit = json.loads(path.read_text()).get("audit", {})
-    return (audit.get("n_shadows") == settings.n_shadows(defense) and audit.get("seed") == settings.audit_seed
-            and set(settings.attacks) <= set(audit.get("attacks", [])))
-
-
 def run_cell(cell: Cell, settings: CompareSettings, log_dir: Path) -> dict:
     """Train (or resume, or reuse) the cell's run, audit it (reusing cached shadows), and return
     its row. Cost figures are written to ``cost.json`` in the run directory the first time the
     cell trains, so a reused cell keeps the cost of the run that made it."""
     log = log_dir / f"{cell.dataset.replace(':', '-')}-{cell.name}.log"
-    cost_file = cell.run_dir / "cost.json"
-    if not (cell.run_dir / "model.pt").is_file():
-        args = ["simulate", "--dataset", cell.dataset, "--defense", cell.defense, "--seed", str(cell.seed),
-                "--out", str(cell.run_dir)]
-        if cell.recipe is not None:
-            args += ["--recipe", str(cell.recipe)]
-        for k, v in cell.overrides.items():
-            args += ["--set", f"{k}={v}"]
-        if (cell.run_dir / "config.json").is_file():
-            args.append("--resume")
-        t0 = time.perf_counter()
-        peak = _fedmist(args, log, settings.ray_address)
-        cost = {"peak_rss_mb": peak, "process_seconds": time.perf_counter() - t0}
-        cost_file.write_text(json.dumps(cost, indent=2))
-    if not _audit_is_current(cell.run_dir, settings, cell.defense):
-        _fedmist(["attack", str(cell.run_dir), "--attacks", ",".join(settings.attacks), "--shadows",
-                  str(settings.n_shadows(cell.defense)), "--seed", str(settings.audit_seed), "--shadow-engine",
-                  settings.shadow_engine, "--bootstrap", str(settings.bootstrap)], log, settings.ray_address,
-                 shadow_workers=_workers_per_cell(settings.jobs))
+    cost = train_once(cell.config, cell.sets, cell.recipe, cell.run_dir, log, settings.ray_address, settings.force)
+    if cost is not None:
+        (cell.run_dir / "cost.json").write_text(json.dumps(cost, indent=2))
+    wanted = {"n_shadows": settings.n_shadows(cell.defense), "seed": settings.audit_seed,
+              "bootstrap": settings.bootstrap}
+    if not audit_is_current(cell.run_dir / "audit.json", cell.run_dir / "model.pt", wanted, settings.attacks,
+                            settings.force):
+        run_fedmist(["attack", str(cell.run_dir), "--attacks", ",".join(settings.attacks), "--shadows",
+                     str(settings.n_shadows(cell.defense)), "--audit-seed", str(settings.audit_seed),
+                     "--shadow-engine", settings.shadow_engine, "--bootstrap", str(settings.bootstrap)],
+                    log, settings.ray_address, shadow_workers=_workers_per_cell(settings.jobs))
     return cell_row(cell)
 
 
@@ -193,7 +136,6 @@ def highest_over_attacks(audit: dict) -> dict:
 
 def _workers_per_cell(jobs: int) -> int:
     """The ``parallel`` shadow engine's processes per cell, so ``--jobs`` cells share the cores."""
-    from fedmist.shadow_training import available_cores
     return max(1, available_cores() // max(1, jobs))
 
 
@@ -316,8 +258,6 @@ def plan_cells(dataset: str, defenses: Sequence[str], seeds: Sequence[int], out:
     Unknown defenses and defenses whose recipe cannot run on the dataset are refused up front,
     before anything trains.
     """
-    from fedmist.defenses import DEFENSES
-    from fedmist.recipes import default_recipe
 
     unknown = [d for d in defenses if d not in DEFENSES]
     if unknown:
@@ -336,14 +276,12 @@ def plan_cells(dataset: str, defenses: Sequence[str], seeds: Sequence[int], out:
 def make_cell(dataset: str, defense: str, seed: int, out: Path, recipe: Path | None,
               overrides: dict[str, str] | None = None, label: str = "") -> Cell:
     """One cell, its config checked now (before anything trains); run dir ``out/runs/DATASET-LABEL-sSEED``."""
-    from fedmist.config import RunConfig
-    from fedmist.runner import prepare_config
 
     base = RunConfig.from_toml(recipe) if recipe else RunConfig()
     cfg = RunConfig.from_dict({"dataset": dataset, "defense": defense, "seed": seed, **(overrides or {})}, base=base)
     try:
-        prepare_config(cfg)
+        cfg = prepare_config(cfg)
     except ConfigError as err:
         raise ConfigError(f"defense {defense!r} cannot run on {dataset}: {err}") from None
     run_dir = out / "runs" / f"{dataset.replace(':', '-')}-{label or defense}-s{seed}"
-    return Cell(dataset, defense, seed, run_dir, recipe, dict(overrides or {}), label)
+    return Cell(dataset, defense, seed, run_dir, recipe, dict(overrides or {}), label, cfg)

@@ -1,0 +1,165 @@
+"""``fedmist`` command line: a thin layer over the library. User errors -> one line, exit code 2.
+
+Every command group lives in this package: ``simulate``, ``attack``, ``compare``, ``tune``, ``data``
+and ``deploy``. The training options of ``simulate``, ``compare``, ``tune`` and ``deploy run`` are
+generated from ``RunConfig``'s field declarations (``fedmist.cli.options``), so they are the same
+everywhere and a new config field becomes an option without editing this file.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from fedmist.cli.options import with_config_options
+from fedmist.errors import FedmistError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train membership-inference-resistant models with MIST on Flower, and audit them.")
+
+OUT_HELP = "run directory (default runs/<dataset>-<defense>-c<C>-s<seed>, plus a tag when options change the recipe)"
+COMPARE_DEFENSES = "sgd,mist,dpsgd,mixup_mmd,hamp,selena,advreg,dmp,memguard"
+
+
+@app.callback()
+def _root() -> None:
+    """fedmist: MIST training, membership-inference audits and defense comparisons on Flower."""
+
+
+def _attach_subcommands() -> None:
+    from fedmist.data.cli import data_app
+    from fedmist.deploy.cli import deploy_app
+    app.add_typer(data_app, name="data")
+    app.add_typer(deploy_app, name="deploy")
+
+
+def _defense_help() -> str:
+    from fedmist.defenses import DEFENSES
+    return "; ".join(f"{name}: {spec.description}" for name, spec in sorted(DEFENSES.items()))
+
+
+@app.command()
+@with_config_options()
+def simulate(
+    recipe: Optional[Path] = typer.Option(None, help="TOML recipe; default: the shipped <dataset>-<defense>.toml"),
+    set_: list[str] = typer.Option([], "--set", help="any config field, KEY=VALUE (params.NAME=V for a defense's knob)"),
+    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
+    resume: bool = typer.Option(False, help="continue an interrupted run from its last checkpoint (needs only --out)"),
+    force: bool = typer.Option(False, help="overwrite an existing run directory"),
+    explicit: dict[str, Any] | None = None,
+) -> None:
+    """Train a model with MIST or another defense in Flower's simulation engine (fedmist defenses: see --defense).
+
+    Precedence: explicit option > --set > --recipe > built-in defaults.
+    """
+    from fedmist.cli.simulate import simulate_command
+
+    simulate_command(explicit or {}, set_, recipe, out, resume=resume, force=force)
+
+
+@app.command()
+def attack(
+    run_dir: Optional[Path] = typer.Argument(None, help="run directory written by fedmist simulate"),
+    attacks: str = typer.Option("loss,mentr,lira_online,lira_offline,rmia", help="comma-separated attack names (see --list)"),
+    shadows: int = typer.Option(16, help="number of shadow models (even; each trains on half the audit pool)"),
+    audit_seed: int = typer.Option(0, "--audit-seed", "--seed", help="audit seed: audit set draw, shadow halves, bootstrap"),
+    shadow_engine: str = typer.Option("flower", help="flower (same engine as the target), inprocess (same math, no Flower), parallel (inprocess in one 1-thread worker process per core; fastest on CPU) or stacked (SGD recipes: all shadows in batched matmuls, for GPUs)"),
+    rebuild_shadows: bool = typer.Option(False, help="discard cached shadow models and train them again"),
+    bootstrap: int = typer.Option(200, help="bootstrap resamples for the 95% intervals"),
+    list_: bool = typer.Option(False, "--list", help="list every attack with what it needs, and exit"),
+    threat: str = typer.Option("outsider", help="who attacks: outsider (final model: the audit above), server (every client's recorded updates) or client:K (participant K: global models each round; --mode fl runs recorded with --record-updates)"),
+) -> None:
+    """Audit a trained run with membership-inference attacks (AUC, TPR/PLR at 0.1% and 1% FPR)."""
+    from fedmist.cli.attack import attack_command, threat_command
+
+    if threat.strip() != "outsider":
+        threat_command(run_dir, threat, audit_seed, bootstrap)
+        return
+    attack_command(run_dir, attacks, shadows, audit_seed, shadow_engine, rebuild_shadows, bootstrap, list_)
+
+
+@app.command()
+@with_config_options(exclude=("defense", "seed"))
+def compare(
+    defenses: Optional[str] = typer.Option(None, help=f"comma-separated defenses [default: {COMPARE_DEFENSES}; --mode fl: fedavg,mist,dpfedavg; sgd = fedavg]"),
+    attacks: Optional[str] = typer.Option(None, help="comma-separated attacks (lira = its four variants) [default: loss,mentr,lira,rmia; --mode fl: loss,mentr,confidence,entropy]"),
+    shadows: Optional[int] = typer.Option(None, help="shadow models per target (default 16; --mode fl: 0)"),
+    seeds: str = typer.Option("0", help="comma-separated training seeds (mean ± std over them)"),
+    out: Optional[Path] = typer.Option(None, help="output directory: runs/, logs/, compare.csv, compare.md, tradeoff.png [default: compare/DATASET]"),
+    jobs: int = typer.Option(1, help="cells trained and audited concurrently"),
+    ray_address: Optional[str] = typer.Option(None, help="existing Ray cluster HOST:PORT for every simulation"),
+    shadow_engine: str = typer.Option("parallel", help="parallel, flower, inprocess or stacked (see fedmist attack)"),
+    audit_seed: int = typer.Option(0, "--audit-seed", "--seed-audit", help="audit seed (as fedmist attack --audit-seed)"),
+    bootstrap: int = typer.Option(200),
+    max_acc_drop: Optional[float] = typer.Option(None, help="use the recipes fedmist tune chose for this accuracy drop (points)"),
+    set_: list[str] = typer.Option([], "--set", help="config override for every cell, KEY=VALUE (e.g. epochs=20)"),
+    shadows_for: list[str] = typer.Option([], "--shadows-for", help="DEFENSE=N: another shadow count for one defense (e.g. selena=4)"),
+    force: bool = typer.Option(False, help="replace cells, audits and tables made with another config"),
+    explicit: dict[str, Any] | None = None,
+) -> None:
+    """Train, audit and compare defenses: compare.csv, compare.md and tradeoff.png (paper Figure 1).
+
+    --mode fl compares FedAvg, MIST-in-FL and DP-FedAvg in real FL, each audited as server,
+    participant and outsider (compare-fl.csv/.md/.png).
+    """
+    from fedmist.cli.compare import compare_command
+
+    explicit = explicit or {}
+    dataset = str(explicit.get("dataset", "location"))
+    out = out or Path("compare") / dataset.replace(":", "-")
+    compare_command(explicit, defenses, attacks, shadows, seeds, out, jobs, ray_address, shadow_engine, audit_seed,
+                    bootstrap, max_acc_drop, set_, shadows_for, force)
+
+
+@app.command()
+@with_config_options(exclude=("defense",))
+def tune(
+    defense: str = typer.Argument(..., help="defense whose main knob to tune (mist: C then λ)"),
+    max_acc_drop: float = typer.Option(1.0, help="largest allowed validation-accuracy drop vs SGD, in points (> 0)"),
+    out: Optional[Path] = typer.Option(None, help="directory shared with fedmist compare [default: compare/DATASET]"),
+    iterations: int = typer.Option(5, help="bisection steps on the knob"),
+    validation_fraction: float = typer.Option(0.1, help="share of the training pool held out for validation"),
+    set_: list[str] = typer.Option([], "--set", help="config override for every trial, KEY=VALUE"),
+    explicit: dict[str, Any] | None = None,
+) -> None:
+    """Choose a defense's strength at matched utility (paper protocol) on a validation split."""
+    from fedmist.cli.tune import tune_command
+
+    explicit = explicit or {}
+    dataset = str(explicit.get("dataset", "location"))
+    out = out or Path("compare") / dataset.replace(":", "-")
+    tune_command(defense, explicit, max_acc_drop, out, iterations, validation_fraction, set_)
+
+
+def main() -> None:
+    """Entry point: one line and exit code 2 for user errors, 130 with the resume hint on Ctrl-C."""
+    _attach_subcommands()
+    try:
+        code = app(standalone_mode=False)  # click returns typer.Exit's code here instead of exiting
+    except FedmistError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; finished epochs are checkpointed: rerun with --resume (fedmist simulate --out DIR "
+                   "--resume) to continue", err=True)
+        sys.exit(130)
+    except Exception as err:  # click usage errors keep their own formatting
+        import click
+        if isinstance(err, click.exceptions.Exit):
+            sys.exit(err.exit_code)
+        if isinstance(err, click.exceptions.Abort):
+            typer.echo("interrupted", err=True)
+            sys.exit(130)
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(2)
+        raise
+    if isinstance(code, int) and code != 0:  # a command's typer.Exit(N); success returns normally
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

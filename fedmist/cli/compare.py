@@ -1,0 +1,144 @@
+"""``fedmist compare``: cells -> table, with a line per finished cell."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from fedmist.attacks.registry import check_attacks, expand_attack_names
+from fedmist.cli.options import merge_overrides
+from fedmist.config import parse_client
+from fedmist.errors import ConfigError, RunDirError
+from fedmist.runs.console import console
+from fedmist.studies.cells import as_set_value, check_reuse
+from fedmist.studies.compare import (
+    CompareSettings,
+    aggregate,
+    cell_row,
+    markdown_table,
+    plan_cells,
+    run_cells,
+    write_table,
+)
+from fedmist.studies.fl_compare import DEFAULT_ATTACKS, FL_ROWS, fl_compare
+from fedmist.studies.tune import tuned_recipe_dir
+
+DEFENSES = "sgd,mist,dpsgd,mixup_mmd,hamp,selena,advreg,dmp,memguard"
+ATTACKS = "loss,mentr,lira,rmia"
+
+
+def compare_command(explicit: dict[str, Any], defenses: str | None, attacks: str | None, shadows: int | None,
+                    seeds: str, out: Path, jobs: int, ray_address: str | None, shadow_engine: str, audit_seed: int,
+                    bootstrap: int, max_acc_drop: float | None, set_: list[str],
+                    shadows_for: list[str] | None = None, force: bool = False) -> list[dict]:
+    overrides = {k: as_set_value(v) for k, v in merge_overrides(explicit, set_).items()}
+    dataset = overrides.pop("dataset", "location")
+    if overrides.get("mode") == "fl":
+        overrides.pop("mode")
+        return _fl_compare(dataset, defenses, attacks, shadows, out, audit_seed, bootstrap, overrides, force)
+    shadows = 16 if shadows is None else shadows
+    names = expand_attack_names(a.strip() for a in (attacks or ATTACKS).split(",") if a.strip())
+    check_attacks(names)
+    seed_list = _ints(seeds, "--seeds")
+    tuned = None
+    if max_acc_drop is not None:
+        tuned = tuned_recipe_dir(out, max_acc_drop)
+        if not tuned.is_dir():
+            raise ConfigError(f"no tuned recipes in {tuned}; run `fedmist tune DEFENSE --dataset {dataset} "
+                              f"--max-acc-drop {max_acc_drop:g} --out {out}` for each defense first")
+    defense_list = [d.strip() for d in (defenses or DEFENSES).split(",") if d.strip()]
+    cells = plan_cells(dataset, defense_list, seed_list, out, tuned, overrides)
+    per_defense = {}
+    for item in shadows_for or []:
+        name, _, n = item.partition("=")
+        if not n.isdigit():
+            raise ConfigError(f"--shadows-for expects DEFENSE=N, got {item!r}")
+        per_defense[name.strip()] = int(n)
+    request = {"dataset": dataset, "defenses": defense_list, "attacks": names, "seeds": seed_list,
+               "shadows": shadows, "shadows_for": per_defense, "audit_seed": audit_seed, "bootstrap": bootstrap,
+               "max_acc_drop": max_acc_drop, "overrides": overrides}
+    claim_output(out / "compare.json", request, force)
+    for cell in cells:  # a stale cell stops the comparison before anything trains
+        check_reuse(cell.config, cell.run_dir, force)
+    settings = CompareSettings(names, shadows, audit_seed, shadow_engine, bootstrap, jobs, ray_address, per_defense,
+                               force)
+    console.print(f"[bold]fedmist compare[/] {dataset}: {len(cells)} cells ({', '.join(defense_list)} × seeds "
+                  f"{seed_list}), attacks {', '.join(names)}, {shadows} shadows, {jobs} at a time"
+                  + (f", Ray cluster {ray_address}" if ray_address else "") + f"; logs in {out / 'logs'}")
+
+    def done(cell, res) -> None:
+        if isinstance(res, Exception):
+            console.print(f"  [red]{cell.name} failed[/]: {res}")
+        else:
+            console.print(f"  {cell.name}: test {100 * res['test_acc']:.2f} %, highest PLR@0.1% "
+                          f"{res['plr_0.1']:.2f} ({res['plr_0.1_attack']}), AUC {res['auc']:.3f}")
+
+    results = run_cells(cells, settings, out / "logs", on_done=done)
+    rows = [cell_row(c) for c in cells if not isinstance(results.get(c.name), Exception)]
+    failed = [c.name for c in cells if isinstance(results.get(c.name), Exception)]
+    if not rows:
+        raise ConfigError(f"every cell failed ({', '.join(failed)}); see the logs in {out / 'logs'}")
+    table = aggregate(rows)
+    untuned = sorted({c.defense for c in cells if tuned is not None and not c.label.startswith("tuned-")})
+    recipes = "the paper's / defense papers' defaults"
+    if max_acc_drop is not None:
+        recipes = f"tuned to a validation-accuracy drop of at most {max_acc_drop:g} points (rows named tuned-*)"
+        if untuned:
+            recipes += (f"; NOT matched: {', '.join(untuned)} ran their default recipe (no tuned recipe: "
+                        "no strength knob fedmist tune can set, or not tuned yet)")
+    header = (f"# {dataset}: defenses compared\n\nAttacks: {', '.join(names)}; {shadows} shadows per target "
+              f"(audit seed {audit_seed}); seeds {seed_list}; machine: {platform.machine()} "
+              f"{platform.processor() or ''} CPU; recipes: {recipes}"
+              + ".\nTime ×SGD: training wall time (excluding engine start-up) relative to SGD; paper ratios are "
+              "MIST Table 1 (CIFAR-100 AlexNet, GPU). Memory: peak resident memory of the whole simulation "
+              "process tree (Ray included), relative to SGD; paper factor = number of models trained.")
+    if failed:
+        header += f"\n\nFailed cells (see logs): {', '.join(failed)}"
+    write_table(table, out, header)
+    console.print(markdown_table(table))
+    console.print(f"wrote {out / 'compare.csv'}, {out / 'compare.md'}, {out / 'tradeoff.png'}")
+    if failed:
+        raise ConfigError(f"{len(failed)} cell(s) failed: {', '.join(failed)}; the table has the others")
+    return table
+
+
+def claim_output(path: Path, request: dict, force: bool) -> None:
+    """Record what a study's output directory answers; a different request into it is an error
+    (it would overwrite the first one's table and plot) unless ``force``."""
+    if path.is_file() and not force:
+        before = json.loads(path.read_text())
+        differ = [f"{k}: {before.get(k)!r} vs now {v!r}" for k, v in request.items() if before.get(k) != v]
+        if differ:
+            raise RunDirError(f"{path.parent} holds the tables of another comparison ({'; '.join(differ)}); "
+                              "use another --out, or --force to replace them")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(request, indent=2, default=str) + "\n")
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise ConfigError(f"{option} expects comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{option} is empty")
+    return values
+
+
+def _fl_compare(dataset: str, defenses: str | None, attacks: str | None, shadows: int | None, out: Path,
+                audit_seed: int, bootstrap: int, overrides: dict[str, str], force: bool) -> list[dict]:
+    """``--mode fl``: fedmist.studies.fl_compare, with its own default rows and attacks."""
+    names = expand_attack_names(a.strip() for a in (attacks or DEFAULT_ATTACKS).split(",") if a.strip())
+    check_attacks(names)
+    client = parse_client(overrides.pop("threat_client", "client:0"), int(overrides.get("clients", 10)), "threat_client")
+    overrides.setdefault("clients", "10")
+    rows = [d.strip() for d in (defenses or ",".join(FL_ROWS)).split(",") if d.strip()]
+    claim_output(out / "compare-fl.json", {"dataset": dataset, "rows": rows, "attacks": names, "shadows": shadows,
+                                            "audit_seed": audit_seed, "bootstrap": bootstrap,
+                                            "overrides": overrides, "client": client}, force)
+    console.print(f"[bold]fedmist compare --mode fl[/] {dataset}: {', '.join(rows)}; threats server, "
+                  f"client:{client}, outsider; logs in {out / 'logs'}")
+    return fl_compare(dataset, rows, overrides, out, ",".join(names), 0 if shadows is None else shadows, audit_seed,
+                      bootstrap, client, force)
