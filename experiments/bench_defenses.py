@@ -24,13 +24,13 @@ DEFAULT = "sgd,mist,dpsgd,mixup_mmd,hamp,advreg,dmp,memguard,selena"
 
 def worker(dataset: str, defense: str, epochs: int, seed: int) -> dict:
     """Train one defense in this process; report seconds and peak RSS (MB)."""
-    from fedmist.config import RunConfig
-    from fedmist.training.workspace import get_workspace
-    from fedmist.runs.load import query_model
-    from fedmist.runs.recipes import default_recipe
-    from fedmist.runs.rundir import open_run, prepare_config
-    from fedmist.flower.simulation import train_runs
-    from fedmist.training.evaluate import predict_logits
+    from fedmist import RunConfig
+    from fedmist import get_workspace
+    from fedmist import query_model
+    from fedmist import default_recipe
+    from fedmist import open_run, prepare_config
+    from fedmist import train_runs
+    from fedmist import predict_logits
 
     recipe = default_recipe(dataset, defense)
     cfg = RunConfig.from_toml(recipe) if recipe else RunConfig()
@@ -62,8 +62,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.dataset, args.worker, args.epochs, args.seed)))
         return
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-    from fedmist.studies.compare import PAPER_MEMORY_FACTOR, PAPER_TIME_RATIO
+    from fedmist import PAPER_MEMORY_FACTOR, PAPER_TIME_RATIO
 
     rows = []
     for defense in [d.strip() for d in args.defenses.split(",") if d.strip()]:

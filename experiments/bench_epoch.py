@@ -24,9 +24,9 @@ import statistics
 
 import torch
 
-from fedmist.config import RunConfig
-from fedmist.training.workspace import model_name_for
-from fedmist.runs.rundir import default_train_size, prepare_config
+from fedmist import RunConfig
+from fedmist import model_name_for
+from fedmist import default_train_size, prepare_config
 
 from bench_overhead import flower, plain_loop  # noqa: E402  (same folder)
 from gpu_monitor import GpuMonitor  # noqa: E402

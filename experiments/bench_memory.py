@@ -19,7 +19,7 @@ import multiprocessing
 import threading
 import time
 
-from fedmist.studies.compare import PAPER_MEMORY_FACTOR
+from fedmist import PAPER_MEMORY_FACTOR
 
 
 def _rss_bytes() -> int:
@@ -33,10 +33,10 @@ def measure(dataset: str, defense: str, epochs: int, device: str, seed: int) -> 
 
     import torch
 
-    from fedmist.config import RunConfig
-    from fedmist.runs.inprocess import InProcessFederation
-    from fedmist.runs.recipes import default_recipe
-    from fedmist.runs.rundir import open_run, prepare_config, train_run
+    from fedmist import RunConfig
+    from fedmist import InProcessFederation
+    from fedmist import default_recipe
+    from fedmist import open_run, prepare_config, train_run
 
     torch.set_num_threads(1)
     recipe = RunConfig.from_toml(default_recipe(dataset, defense))
@@ -68,7 +68,7 @@ def measure(dataset: str, defense: str, epochs: int, device: str, seed: int) -> 
     stop.set()
     sampler.join()
     added = (torch.cuda.max_memory_allocated() - gpu_base) if device != "cpu" else max(0, peak[0] - base)
-    from fedmist.defenses.registry import model_part
+    from fedmist import model_part
     n_params = sum(v.numel() for v in model_part(run.state).values())
     return {"defense": defense, "added_mb": added / 2**20, "base_mb": base / 2**20, "seconds": seconds,
             "model_mb": 4 * n_params / 2**20, "clients": cfg.clients}

@@ -15,11 +15,11 @@ import time
 
 import torch
 
-from fedmist.config import RunConfig
-from fedmist.runs.inprocess import InProcessFederation
-from fedmist.engine.loop import run_epoch
-from fedmist.runs.rundir import open_run, prepare_config
-from fedmist.flower.simulation import simulate_runs
+from fedmist import RunConfig
+from fedmist import InProcessFederation
+from fedmist import run_epoch
+from fedmist import open_run, prepare_config
+from fedmist import simulate_runs
 
 
 def plain_loop(cfg: RunConfig, threads: int) -> list[float]:

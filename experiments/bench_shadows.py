@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedmist.config import RunConfig
-from fedmist.training.workspace import get_workspace
-from fedmist.runs.recipes import default_recipe
-from fedmist.runs.rundir import prepare_config
-from fedmist.flower.simulation import simulate_runs
-from fedmist.runs.shadows import ShadowTrainer, available_cores
+from fedmist import RunConfig
+from fedmist import get_workspace
+from fedmist import default_recipe
+from fedmist import prepare_config
+from fedmist import simulate_runs
+from fedmist import ShadowTrainer, available_cores
 
 from gpu_monitor import GpuMonitor  # noqa: E402  (same folder)
 

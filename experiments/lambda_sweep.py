@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from fedmist.config import RunConfig
-from fedmist.runs.recipes import default_recipe
-from fedmist.runs.rundir import open_run, prepare_config
-from fedmist.flower.simulation import train_runs
+from fedmist import RunConfig
+from fedmist import default_recipe
+from fedmist import open_run, prepare_config
+from fedmist import train_runs
 
 
 def train_run(cfg: RunConfig, out: Path, engine: str) -> dict:

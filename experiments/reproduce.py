@@ -67,9 +67,9 @@ def main() -> None:
     ap.add_argument("--shadow-engine", default="inprocess")
     args = ap.parse_args()
 
-    from fedmist.attacks.registry import expand_attack_names
-    from fedmist.studies.compare import CompareSettings, aggregate, cell_row, make_cell, markdown_table, run_cells, plot_tradeoff
-    from fedmist.runs.recipes import default_recipe
+    from fedmist import expand_attack_names
+    from fedmist import CompareSettings, aggregate, cell_row, make_cell, markdown_table, run_cells, plot_tradeoff
+    from fedmist import default_recipe
 
     out = args.out or ROOT / "runs" / f"reproduce-{args.dataset.replace(':', '-')}"
     seeds = [int(s) for s in args.seeds.split(",")]

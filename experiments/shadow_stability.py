@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from fedmist.attacks.lira import lira_scores
-from fedmist.errors import AuditError
-from fedmist.audit.metrics import tpr_at_fpr
+from fedmist import lira_scores
+from fedmist import AuditError
+from fedmist import tpr_at_fpr
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = [("lira_online", True, False), ("lira_offline", False, False),

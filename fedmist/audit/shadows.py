@@ -33,19 +33,23 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from fedmist.config import RunConfig, non_training_keys
 from fedmist.errors import AuditError
 
 FORMAT = "fedmist-shadows-1"
 REBUILD_HINT = "rerun with --rebuild-shadows to discard it and train new shadows"
 
-# Config keys that change where or how fast a run trains, not what it learns: a run moved to
-# another data directory, or to a GPU, keeps its shadows.
-NON_TRAINING_KEYS = frozenset({"name", "data_dir", "device", "eval_every", "cpus_per_client",
-                               "gpus_per_client", "round_timeout"})
-# Recipe fields added after shadow caches existed: left out of the key while at their neutral
-# value, so adding a field does not invalidate every cache on disk.
-NEUTRAL_LATER_FIELDS = {"reference_size": -1, "params": {}, "min_clients": 0, "validation_fraction": 0.0,
-                        "predict_in_train_reply": True}
+# What keys a cache comes from the config's own field declarations (``fedmist.config``): fields
+# declared ``trains=False`` (where or how fast a run trains, not what it learns) never count, so a
+# run moved to another data directory or to a GPU keeps its shadows. The fields below are the ones
+# every cache on disk was keyed with, at any value. Every other field (added after caches existed,
+# or added tomorrow) counts only when it differs from its default, so adding a config field neither
+# invalidates old caches nor needs an edit here. This list is history: never extend it.
+KEYED_AT_DEFAULT = frozenset({"active_attack", "active_lr", "active_steps", "active_targets", "batch_size",
+    "clients", "data_seed", "dataset", "defense", "epochs", "fl_dp_clip", "fl_dp_delta", "fl_dp_noise",
+    "lam", "local_epochs", "lr", "lr_schedule", "max_record_gb", "mixup_alpha", "mode", "model", "momentum",
+    "partition", "record_updates", "repartition", "rounds", "seed", "skip_last_xdiff", "train_size",
+    "weight_decay", "xdiff_loss"})
 
 # The federated-learning fields (``--mode fl``) arrived after caches of virtual-mode runs existed,
 # and caches made since include them at these defaults: a cache made with either key is accepted.
@@ -78,12 +82,14 @@ def balanced_keep(n_shadows: int, n_examples: int, seed: int) -> np.ndarray:
 
 
 def cache_key(recipe: Mapping[str, Any], seed: int, n_shadows: int, indices: np.ndarray,
-              pool: np.ndarray | None = None) -> str:
-    """sha256 over the recipe *content* (minus ``NON_TRAINING_KEYS``), the seed, the number of
+              pool: np.ndarray | None = None, config_cls: type = RunConfig) -> str:
+    """sha256 over the recipe *content* (training fields; see ``KEYED_AT_DEFAULT``), the seed, the number of
     shadows, the audited dataset rows and the pool rows: a renamed recipe keeps its shadows, an
     edited one does not."""
+    defaults = config_cls().to_dict()
+    skip = non_training_keys(config_cls) | {"name"}
     content = {k: v for k, v in recipe.items()
-               if k not in NON_TRAINING_KEYS and not (k in NEUTRAL_LATER_FIELDS and v == NEUTRAL_LATER_FIELDS[k])}
+               if k not in skip and (k in KEYED_AT_DEFAULT or k not in defaults or v != defaults[k])}
     blob = json.dumps({"recipe": content, "seed": int(seed), "n_shadows": int(n_shadows),
                        "indices": np.asarray(indices, dtype=np.int64).tolist(),
                        "pool": None if pool is None else np.asarray(pool, dtype=np.int64).tolist()},

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from fedmist.config import RunConfig
+from fedmist.config import RunConfig, config_fields, display_name
 from fedmist.defenses import DEFENSES, Knob
 
 
@@ -51,13 +51,12 @@ def bisect_strongest(knob: Knob, ok: Callable[[float], bool], iterations: int) -
 
 def write_recipe(cfg: RunConfig, path: Path, comment: str) -> None:
     """A flat TOML recipe (plus a ``[params]`` table) that ``RunConfig.from_toml`` reads back."""
-    skip = {"data_dir", "device", "seed", "params", "validation_fraction", "cpus_per_client", "gpus_per_client"}
+    skip = {f.name for f in config_fields(type(cfg), recipe=False)}  # machine- or trial-specific fields
     lines = [f"# {line}" for line in comment.splitlines()]
     for key, value in cfg.to_dict().items():
         if key not in skip:
-            lines.append(f"{'lambda' if key == 'lam' else key} = {_toml(value)}")
+            lines.append(f"{display_name(key)} = {_toml(value)}")
     if cfg.params:
-
         typed = DEFENSES[cfg.defense].parse_params(cfg.params)  # "0.5" from the CLI -> 0.5
         lines.append("\n[params]")
         lines += [f"{k} = {_toml(getattr(typed, k))}" for k in sorted(cfg.params)]
