@@ -16,12 +16,13 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedmist.config import RunConfig
-from fedmist.flower.server import serve
+from fedmist.errors import FedmistError
+from fedmist.flower.server import FLWR_RUN_NODE_WAIT_S, NODE_WAIT_S, serve
 from fedmist.runs.console import epoch_line
 from fedmist.runs.rundir import Run, default_out, open_run, prepare_config
 
 # run-config keys that are not RunConfig fields
-APP_KEYS = {"recipe", "out", "resume", "force", "config-json"}
+APP_KEYS = {"recipe", "out", "resume", "force", "config-json", "node-wait"}
 # The line ``fedmist deploy run`` looks for in the streamed log to print the summary table.
 SUMMARY_MARK = "FEDMIST-SUMMARY "
 
@@ -40,6 +41,14 @@ def run_from_flower_config(run_config: dict) -> Run:
     cfg = prepare_config(cfg)
     out = Path(str(run_config.get("out", "") or default_out(cfg)))
     return open_run(cfg, out, resume=bool(run_config.get("resume", False)), force=bool(run_config.get("force", False)))
+
+
+def node_wait(run_config: dict) -> float:
+    """Seconds to wait for enough SuperNodes: ``node-wait`` (a local ``flwr run`` federation has all
+    its nodes at once, so a short wait names a too-small federation quickly); ``fedmist deploy run``
+    (``config-json``) waits at least NODE_WAIT_S for nodes that connect over time."""
+    wait = float(run_config.get("node-wait", "") or FLWR_RUN_NODE_WAIT_S)
+    return max(wait, NODE_WAIT_S) if run_config.get("config-json") else wait
 
 
 def make_server_app(runs: Iterable[Run], clients: int) -> ServerApp:
@@ -65,14 +74,18 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    run = run_from_flower_config(dict(context.run_config))
-    print(f"fedmist: {run.cfg.defense} on {run.cfg.dataset}, C={run.cfg.clients}, run dir {run.path.resolve()}"
-          + (f", resuming at epoch {run.start_epoch}" if run.start_epoch > 1 else ""), flush=True)
-    run.on_report = _print_epoch
-    if run.start_epoch <= run.cfg.epochs:
-        serve(grid, [run], run.cfg.clients)
-    else:
-        run.finish()
+    try:
+        run = run_from_flower_config(dict(context.run_config))
+        print(f"fedmist: {run.cfg.defense} on {run.cfg.dataset}, C={run.cfg.clients}, run dir {run.path.resolve()}"
+              + (f", resuming at epoch {run.start_epoch}" if run.start_epoch > 1 else ""), flush=True)
+        run.on_report = _print_epoch
+        if run.start_epoch <= run.cfg.epochs:
+            serve(grid, [run], run.cfg.clients, node_wait(dict(context.run_config)))
+        else:
+            run.finish()
+    except FedmistError as err:  # one line in `flwr run --stream` / `flwr log`, not a traceback
+        print(f"error: {err}", flush=True)
+        raise SystemExit(2) from None
     summary = json.loads((run.path / "metrics.json").read_text())["summary"]
     print(SUMMARY_MARK + json.dumps({"run_dir": str(run.path.resolve()), "summary": summary}, default=float), flush=True)
     print(f"run written to {run.path}")

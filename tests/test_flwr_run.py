@@ -52,3 +52,28 @@ def _stop_superlink(home: Path) -> None:
             return
         time.sleep(0.5)
     subprocess.run(["pkill", "-KILL", "-f", pattern], check=False)
+
+
+@pytest.mark.skipif(not FLWR.exists(), reason="flwr CLI not installed in this environment")
+def test_flwr_run_on_a_too_small_federation_says_how_many_supernodes_it_needs(tmp_path: Path) -> None:
+    """Flower's default local federation is smaller than MIST's 4 clients: one line, within seconds."""
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n'
+        "options.num-supernodes = 2\noptions.backend.client-resources.num-cpus = 1\n")
+    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    overrides = f"out='{tmp_path / 'run'}' dataset='synthetic:240x12x3' clients=3 epochs=1 node-wait=3"
+    t0 = time.monotonic()
+    proc = subprocess.Popen([str(FLWR), "run", ".", "--run-config", overrides, "--stream"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        _stop_superlink(home)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    assert "error: the federation has 2 SuperNode(s)" in output and "needs 3" in output, output[-3000:]
+    assert "options.num-supernodes = 3" in output
+    assert "Traceback" not in output
+    assert time.monotonic() - t0 < 120

@@ -44,7 +44,11 @@ def wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
         if len(nodes) >= n:
             return nodes[:n]
         if time.monotonic() > deadline:
-            raise FederationError(f"only {len(nodes)} of {n} clients connected within {timeout:.0f} s")
+            raise FederationError(
+                f"the federation has {len(nodes)} SuperNode(s) after {timeout:.0f} s but this run needs {n} "
+                f"(clients = {n}): set options.num-supernodes = {n} for the federation in $FLWR_HOME/config.toml "
+                f"(flwr run), start {n - len(nodes)} more SuperNode(s) (deployment), or run with clients = "
+                f"{max(len(nodes), 1)}")
         time.sleep(0.2)
 
 
