@@ -90,3 +90,11 @@ def test_precedence_explicit_over_set_over_recipe_over_defaults(tmp_path: Path) 
         merge_overrides({"epochs": 1}, ["epochs=2"])
     with pytest.raises(ConfigError, match="--lambda 3.0 conflicts with --set lambda=4"):
         merge_overrides({"lam": 3.0}, ["lambda=4"])
+
+
+def test_the_defense_option_lists_every_registered_defense() -> None:
+    import dataclasses as dc
+
+    from fedmist.defenses import DEFENSES
+    help_text = next(f for f in dc.fields(RunConfig) if f.name == "defense").metadata["help"]
+    assert all(name in help_text for name in DEFENSES)

@@ -156,7 +156,8 @@ def format_report(report: Mapping) -> Table:
     """One row per attack: AUC, TPR and PLR at each FPR (95 % CI), PLR on the vulnerable subset."""
     fprs = report["fprs"]
     table = Table(title=f"membership audit: {report['n_members']} members / {report['n_nonmembers']} non-members")
-    table.add_column("attack")
+    width = max([len(n) for n in report.get("attacks", {})] + [6])
+    table.add_column("attack", no_wrap=True, min_width=width)  # names whole even in 80 columns
     table.add_column("AUC", justify="right")
     for f in fprs:
         table.add_column(f"TPR@{f:.1%}", justify="right")

@@ -49,6 +49,7 @@ def simulate(
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     resume: bool = typer.Option(False, help="continue an interrupted run from its last checkpoint (needs only --out)"),
     force: bool = typer.Option(False, help="overwrite an existing run directory"),
+    download: bool = typer.Option(False, help="download the dataset first when it is missing (as fedmist data download)"),
     explicit: dict[str, Any] | None = None,
 ) -> None:
     """Train a model with MIST or another defense in Flower's simulation engine (fedmist defenses: see --defense).
@@ -57,7 +58,7 @@ def simulate(
     """
     from fedmist.cli.simulate import simulate_command
 
-    simulate_command(explicit or {}, set_, recipe, out, resume=resume, force=force)
+    simulate_command(explicit or {}, set_, recipe, out, resume=resume, force=force, download=download)
 
 
 @app.command()
@@ -71,10 +72,14 @@ def attack(
     bootstrap: int = typer.Option(200, help="bootstrap resamples for the 95% intervals"),
     list_: bool = typer.Option(False, "--list", help="list every attack with what it needs, and exit"),
     threat: str = typer.Option("outsider", help="who attacks: outsider (final model: the audit above), server (every client's recorded updates) or client:K (participant K: global models each round; --mode fl runs recorded with --record-updates)"),
+    download: bool = typer.Option(False, help="download the dataset first when it is missing (as fedmist data download)"),
 ) -> None:
     """Audit a trained run with membership-inference attacks (AUC, TPR/PLR at 0.1% and 1% FPR)."""
     from fedmist.cli.attack import attack_command, threat_command
 
+    if download and run_dir is not None:
+        from fedmist.cli.attack import download_for
+        download_for(run_dir)
     if threat.strip() != "outsider":
         threat_command(run_dir, threat, audit_seed, bootstrap)
         return
@@ -98,6 +103,7 @@ def compare(
     set_: list[str] = typer.Option([], "--set", help="config override for every cell, KEY=VALUE (e.g. epochs=20)"),
     shadows_for: list[str] = typer.Option([], "--shadows-for", help="DEFENSE=N: another shadow count for one defense (e.g. selena=4)"),
     force: bool = typer.Option(False, help="replace cells, audits and tables made with another config"),
+    download: bool = typer.Option(False, help="download the dataset first when it is missing (as fedmist data download)"),
     explicit: dict[str, Any] | None = None,
 ) -> None:
     """Train, audit and compare defenses: compare.csv, compare.md and tradeoff.png (paper Figure 1).
@@ -109,6 +115,9 @@ def compare(
 
     explicit = explicit or {}
     dataset = str(explicit.get("dataset", "location"))
+    if download:
+        from fedmist.data.download import ensure_dataset
+        ensure_dataset(dataset, explicit.get("data_dir"), True)
     out = out or Path("compare") / dataset.replace(":", "-")
     compare_command(explicit, defenses, attacks, shadows, seeds, out, jobs, ray_address, shadow_engine, audit_seed,
                     bootstrap, max_acc_drop, set_, shadows_for, force)

@@ -50,3 +50,15 @@ def threat_command(run_dir: Path | None, threat: str, seed: int, bootstrap: int)
     suffixes = [r["threat"]["threat"] for r in reports]
     console.print(f"wrote audit-*.json/.csv, scores-*.npz, roc-*.png for {', '.join(suffixes)} into {run_dir}")
     return reports
+
+
+def download_for(run_dir: Path) -> None:
+    """``fedmist attack RUN --download``: the run's dataset, when it is missing here."""
+    import json
+
+    from fedmist.data.download import ensure_dataset
+
+    cfg_file = Path(run_dir) / "config.json"
+    if cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text())
+        ensure_dataset(cfg.get("dataset", ""), Path(cfg["data_dir"]) if cfg.get("data_dir") else None, True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from fedmist.cli.options import build_config
 from fedmist.config import RunConfig, training_differences
+from fedmist.data.download import ensure_dataset
 from fedmist.data.paths import display_path
 from fedmist.engine.fl import fl_algorithm, n_floats, recording_estimate
 from fedmist.errors import RunDirError
@@ -24,10 +25,11 @@ from fedmist.training.workspace import get_workspace
 
 
 def simulate_command(explicit: dict[str, Any], sets: list[str], recipe: Path | None, out: Path | None, *,
-                     resume: bool, force: bool) -> dict:
+                     resume: bool, force: bool, download: bool = False) -> dict:
     if resume and out is None and not explicit and not sets and recipe is None:
         raise RunDirError("--resume needs the run directory: fedmist simulate --out DIR --resume")
     cfg, source = build_config(explicit, sets, recipe, resume_from=out if resume else None)
+    ensure_dataset(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, download)
     cfg = prepare_config(cfg)
     out = out or tagged_out(cfg, source)
     run = open_run(cfg, out, resume=resume, force=force)

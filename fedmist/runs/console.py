@@ -52,6 +52,12 @@ def summary_table(name: str, s: dict) -> Table:
         ("median epoch", f"{s['median_epoch_time']:.3f} s"),
         ("phase 1 / xdiff / aggregate / eval", f"{pt['local']:.1f} / {pt['xdiff']:.1f} / {pt['aggregate']:.1f} / {pt['eval']:.1f} s"),
     ]
+    defense = s.get("defense", {})
+    if "epsilon" in defense and "delta" in defense:  # DP-SGD's (ε, δ)
+        rows.append(("privacy (DP-SGD)", f"ε = {defense['epsilon']:.3g} at δ = {defense['delta']:.0e}"))
+    dp = s.get("fl", {}).get("dp", {})
+    if dp:
+        rows.append(("privacy (DP-FedAvg, client level)", f"ε = {dp['epsilon']:.3g} at δ = {dp['delta']:.0e}"))
     for k, v in rows:
         t.add_row(k, v)
     return t
