@@ -18,12 +18,12 @@ import platform
 import sys
 from pathlib import Path
 
+from _cli import even_shadows, int_list, name_list, run_main, shadows_for  # same folder
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFENSES = ["sgd", "mist", "dpsgd", "mixup_mmd", "hamp", "selena", "advreg", "dmp", "memguard"]
 
 # The paper's headline numbers (§5, "Effect of MIST+Mixup"): highest PLR @ 0.1 % FPR over all attacks.
-PAPER_HIGHEST_PLR = {"location": {"sgd": 2.89, "mist": 1.15}, "purchase": {"sgd": 6.51, "mist": 4.10},
-                     "texas": {"sgd": 1.55, "mist": 1.08}}
 
 # (label, defense, overrides) per experiment; the MIST recipe supplies everything not overridden.
 VARIANTS = {
@@ -58,30 +58,37 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("experiment", choices=["defenses", *VARIANTS])
     ap.add_argument("--dataset", default="location")
-    ap.add_argument("--shadows", type=int, default=16)
-    ap.add_argument("--shadows-for", action="append", default=[], help="DEFENSE=N, e.g. selena=4")
-    ap.add_argument("--seeds", default="0")
-    ap.add_argument("--defenses", default=",".join(DEFENSES), help="rows of the defenses experiment")
-    ap.add_argument("--attacks", default="loss,confidence,entropy,mentr,lira,rmia,class_nn")
+    ap.add_argument("--shadows", type=even_shadows, default=16)
+    ap.add_argument("--shadows-for", type=shadows_for, action="append", default=[], help="DEFENSE=N, e.g. selena=4")
+    ap.add_argument("--seeds", type=int_list, default="0")
+    ap.add_argument("--defenses", type=name_list, default=",".join(DEFENSES), help="rows of the defenses experiment")
+    ap.add_argument("--attacks", type=name_list, default="loss,confidence,entropy,mentr,lira,rmia,class_nn")
     ap.add_argument("--out", type=Path, default=None, help="cells' directory (default runs/reproduce-<dataset>)")
     ap.add_argument("--shadow-engine", default="inprocess")
     args = ap.parse_args()
 
     from fedmist import expand_attack_names
-    from fedmist import CompareSettings, aggregate, cell_row, make_cell, markdown_table, run_cells, plot_tradeoff
-    from fedmist import default_recipe
+    from fedmist import (PAPER_HIGHEST_PLR, CompareSettings, aggregate, cell_row, make_cell, markdown_table,
+                         plot_tradeoff, run_cells)
+    from fedmist import ShadowTrainer, default_recipe, get_workspace, simulate_runs
 
     out = args.out or ROOT / "runs" / f"reproduce-{args.dataset.replace(':', '-')}"
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     if args.experiment == "defenses":
-        plan = [(d, d, {}) for d in args.defenses.split(",") if d]
+        plan = [(d, d, {}) for d in args.defenses]
     else:
         plan = VARIANTS[args.experiment]
+    # Everything is checked before the first cell trains: each cell's config, the dataset, the engine.
     cells = [make_cell(args.dataset, defense, seed, out, default_recipe(args.dataset, defense), overrides,
                        label if label != defense else "")
              for label, defense, overrides in plan for seed in seeds]
-    per_defense = {k: int(v) for k, v in (item.split("=", 1) for item in args.shadows_for)}
-    settings = CompareSettings(expand_attack_names(args.attacks.split(",")), args.shadows, shadows_for=per_defense,
+    per_defense = dict(args.shadows_for)
+    stray = sorted(set(per_defense) - {defense for _, defense, _ in plan})
+    if stray:
+        ap.error(f"argument --shadows-for: {', '.join(stray)} is not a row of the {args.experiment} experiment")
+    get_workspace(cells[0].config)
+    ShadowTrainer(cells[0].config, 0, engine=args.shadow_engine, simulate=simulate_runs)
+    settings = CompareSettings(expand_attack_names(args.attacks), args.shadows, shadows_for=per_defense,
                                shadow_engine=args.shadow_engine)
     results = run_cells(cells, settings, out / "logs",
                         on_done=lambda c, r: print(f"  {c.name}: {'failed: ' + str(r) if isinstance(r, Exception) else 'done'}",
@@ -111,4 +118,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

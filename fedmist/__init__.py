@@ -10,7 +10,8 @@ imported on first use, so ``import fedmist`` stays light:
 - data and models: ``get_workspace``, ``model_name_for``, ``predict_logits``, ``model_part``;
 - audits: ``lira_scores``, ``tpr_at_fpr``, ``expand_attack_names``;
 - studies: ``CompareSettings``, ``make_cell``, ``run_cells``, ``cell_row``, ``aggregate``,
-  ``markdown_table``, ``plot_tradeoff``, ``PAPER_TIME_RATIO``, ``PAPER_MEMORY_FACTOR``;
+  ``markdown_table``, ``plot_tradeoff``, ``PAPER_TIME_RATIO``, ``PAPER_MEMORY_FACTOR``,
+  ``PAPER_HIGHEST_PLR``; reports: ``write_report``;
 - errors: ``FedmistError``, ``AuditError``.
 """
 
@@ -35,8 +36,10 @@ _PUBLIC = {
     "fedmist.attacks.lira": ("lira_scores",),
     "fedmist.audit.metrics": ("tpr_at_fpr",),
     "fedmist.attacks.registry": ("expand_attack_names",),
+    "fedmist.report": ("write_report",),
     "fedmist.studies.compare": ("CompareSettings", "make_cell", "run_cells", "cell_row", "aggregate",
-                                "markdown_table", "plot_tradeoff", "PAPER_TIME_RATIO", "PAPER_MEMORY_FACTOR"),
+                                "markdown_table", "plot_tradeoff", "PAPER_TIME_RATIO", "PAPER_MEMORY_FACTOR",
+                                "PAPER_HIGHEST_PLR"),
 }
 _WHERE = {name: module for module, names in _PUBLIC.items() for name in names}
 __all__ = sorted(_WHERE)

@@ -54,7 +54,8 @@ class RunConfig:
                            "synthetic[:texas|:purchase|:cifar10|:cifar100|:RxFxK]", group="Run", flwr=True)
     model: str = setting("", "network; default: the dataset's (mlp, alexnet, resnet18, densenet_bc)", group="Run")
     defense: str = setting("mist", "mist, subspace (MIST phase 1 only), sgd (undefended), dpsgd, mixup_mmd, hamp, "
-                           "advreg, selena, dmp or memguard (see README: Defenses)",
+                           "advreg, selena, dmp or memguard (see README: Defenses); with --mode fl: fedavg, "
+                           "dpfedavg or mist",
                            group="Run", flwr=True)
     clients: int = setting(4, "sub-models of MIST / clients of the federation (C)", group="Run", flwr=True)
     epochs: int = setting(100, "training epochs (FL: rounds)", flwr=True)

@@ -1,7 +1,7 @@
 """``fedmist`` command line: a thin layer over the library. User errors -> one line, exit code 2.
 
-Every command group lives in this package: ``simulate``, ``attack``, ``compare``, ``tune``, ``data``
-and ``deploy``. The training options of ``simulate``, ``compare``, ``tune`` and ``deploy run`` are
+Every command group lives in this package: ``simulate``, ``attack``, ``compare``, ``tune``, ``report``,
+``data`` and ``deploy``. The training options of ``simulate``, ``compare``, ``tune`` and ``deploy run`` are
 generated from ``RunConfig``'s field declarations (``fedmist.cli.options``), so they are the same
 everywhere and a new config field becomes an option without editing this file.
 """
@@ -141,6 +141,18 @@ def tune(
     dataset = str(explicit.get("dataset", "location"))
     out = out or Path("compare") / dataset.replace(":", "-")
     tune_command(defense, explicit, max_acc_drop, out, iterations, validation_fraction, set_)
+
+
+@app.command()
+def report(
+    path: Path = typer.Argument(..., help="a run directory (audited or not), a compare --out, or a compare --mode fl --out"),
+    out: Optional[Path] = typer.Option(None, help="where to write the page [default: PATH/report.html]"),
+) -> None:
+    """One self-contained HTML page (figures as inline SVG, no external files) for a run, an audit,
+    a comparison or an FL threat study: provenance, curves, ROC on log-log axes, tables with CIs."""
+    from fedmist.cli.attack import announce_report
+
+    announce_report(path, out)
 
 
 def main() -> None:

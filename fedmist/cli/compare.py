@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from fedmist.attacks.registry import check_attacks, expand_attack_names
+from fedmist.cli.attack import announce_report
+from fedmist.cli.attack import check_options
 from fedmist.cli.options import merge_overrides
 from fedmist.config import parse_client
+from fedmist.data.registry import DATASETS, dataset_names, parse_synthetic
 from fedmist.errors import ConfigError, RunDirError
 from fedmist.runs.console import console
 from fedmist.studies.cells import as_set_value, check_reuse
@@ -35,12 +38,15 @@ def compare_command(explicit: dict[str, Any], defenses: str | None, attacks: str
                     shadows_for: list[str] | None = None, force: bool = False) -> list[dict]:
     overrides = {k: as_set_value(v) for k, v in merge_overrides(explicit, set_).items()}
     dataset = overrides.pop("dataset", "location")
+    check_dataset_name(dataset)
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     if overrides.get("mode") == "fl":
         overrides.pop("mode")
         return _fl_compare(dataset, defenses, attacks, shadows, out, audit_seed, bootstrap, overrides, force)
     shadows = 16 if shadows is None else shadows
     names = expand_attack_names(a.strip() for a in (attacks or ATTACKS).split(",") if a.strip())
-    check_attacks(names)
+    check_options(names, shadows, shadow_engine, bootstrap)
     seed_list = _ints(seeds, "--seeds")
     tuned = None
     if max_acc_drop is not None:
@@ -53,8 +59,13 @@ def compare_command(explicit: dict[str, Any], defenses: str | None, attacks: str
     per_defense = {}
     for item in shadows_for or []:
         name, _, n = item.partition("=")
-        if not n.isdigit():
+        if not n.strip().isdigit():
             raise ConfigError(f"--shadows-for expects DEFENSE=N, got {item!r}")
+        if name.strip() not in defense_list:
+            raise ConfigError(f"--shadows-for {item}: {name.strip()!r} is not among the compared defenses "
+                              f"({', '.join(defense_list)})")
+        if int(n) % 2:
+            raise ConfigError(f"--shadows-for {item}: the shadow count must be 0 or even, got {n}")
         per_defense[name.strip()] = int(n)
     request = {"dataset": dataset, "defenses": defense_list, "attacks": names, "seeds": seed_list,
                "shadows": shadows, "shadows_for": per_defense, "audit_seed": audit_seed, "bootstrap": bootstrap,
@@ -99,6 +110,7 @@ def compare_command(explicit: dict[str, Any], defenses: str | None, attacks: str
     write_table(table, out, header)
     console.print(markdown_table(table))
     console.print(f"wrote {out / 'compare.csv'}, {out / 'compare.md'}, {out / 'tradeoff.png'}")
+    announce_report(out)
     if failed:
         raise ConfigError(f"{len(failed)} cell(s) failed: {', '.join(failed)}; the table has the others")
     return table
@@ -115,6 +127,12 @@ def claim_output(path: Path, request: dict, force: bool) -> None:
                               "use another --out, or --force to replace them")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(request, indent=2, default=str) + "\n")
+
+
+def check_dataset_name(name: str) -> None:
+    """ConfigError for a dataset name no loader knows, before anything is planned or trained."""
+    if parse_synthetic(name) is None and name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -140,5 +158,7 @@ def _fl_compare(dataset: str, defenses: str | None, attacks: str | None, shadows
                                             "overrides": overrides, "client": client}, force)
     console.print(f"[bold]fedmist compare --mode fl[/] {dataset}: {', '.join(rows)}; threats server, "
                   f"client:{client}, outsider; logs in {out / 'logs'}")
-    return fl_compare(dataset, rows, overrides, out, ",".join(names), 0 if shadows is None else shadows, audit_seed,
-                      bootstrap, client, force)
+    table = fl_compare(dataset, rows, overrides, out, ",".join(names), 0 if shadows is None else shadows,
+                       audit_seed, bootstrap, client, force)
+    announce_report(out)
+    return table

@@ -112,7 +112,7 @@ def run_is_synthetic(run: Run) -> bool:
 
 def _fl_line(run: Run) -> str:
     cfg = run.cfg
-    line = (f"federated learning: {fl_algorithm(cfg)}, {cfg.clients} clients each training only on its own "
+    line = (f"federated learning: {fl_algorithm(cfg, run.spec)}, {cfg.clients} clients each training only on its own "
             f"{cfg.partition} partition, {cfg.epochs} rounds x {cfg.local_epochs} local epoch(s)")
     if cfg.record_updates:
         line += (f"; recording every round's global model and every client's update "

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fedmist.cli.compare import check_dataset_name
 from fedmist.cli.options import merge_overrides
 from fedmist.config import RunConfig
 from fedmist.defenses import get_defense
@@ -30,11 +31,20 @@ def tune_command(defense: str, explicit: dict[str, Any], max_acc_drop: float, ou
     require_finite("--max-acc-drop", max_acc_drop, positive=True, must="a positive number of points")
     if iterations < 1:
         raise ConfigError(f"--iterations must be >= 1, got {iterations}")
+    explicit = dict(explicit)
+    if "validation_fraction" in explicit:  # the config field's generated option shares tune's option name
+        validation_fraction = float(explicit.pop("validation_fraction"))
     if not 0 < validation_fraction < 0.5:
         raise ConfigError(f"--validation-fraction must be in (0, 0.5), got {validation_fraction}")
     overrides = {k: as_set_value(v) for k, v in merge_overrides(explicit, set_).items()}
     dataset = overrides.pop("dataset", "location")
+    check_dataset_name(dataset)
     seed = int(overrides.pop("seed", 0))
+    for name in ("sgd", defense):  # every trial's config is checked before the first one trains
+        recipe = default_recipe(dataset, name)
+        prepare_config(RunConfig.from_dict({"dataset": dataset, "defense": name, "seed": str(seed),
+                                            "validation_fraction": str(validation_fraction), **overrides},
+                                           base=RunConfig.from_toml(recipe) if recipe else RunConfig()))
     knob = spec.tune_knob
     base_dir = out / "tune" / f"{dataset.replace(':', '-')}-{defense}"
     base_dir.mkdir(parents=True, exist_ok=True)

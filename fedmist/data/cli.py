@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,7 @@ from rich.table import Table
 from fedmist.data.download import MIRROR_ENV, SOURCES, dataset_present, download_dataset
 from fedmist.data.paths import DATA_ENV, display_path, resolve_data_dir
 from fedmist.data.store import import_dataset, list_datasets
-from fedmist.errors import FedmistError
+from fedmist.errors import DataError, FedmistError
 
 data_app = typer.Typer(
     help="List the benchmark datasets; download or import their files into the data directory.",
@@ -50,6 +51,10 @@ def list_cmd(data_dir: DataDirOption = None) -> None:
     """Show each dataset's status, file and shape."""
     try:
         root = resolve_data_dir(data_dir)
+        if not root.is_dir() and (data_dir is not None or os.environ.get(DATA_ENV)):
+            source = "--data-dir" if data_dir is not None else f"${DATA_ENV}"
+            raise DataError(f"data directory {display_path(root)} ({source}) does not exist; `fedmist data "
+                            "download NAME` or `fedmist data import NAME FILE` creates it")
         rows = list_datasets(root)
     except FedmistError as e:
         raise _fail(e) from e

@@ -71,6 +71,8 @@ def import_dataset(name: str, file: Path, data_dir: Path, *, force: bool = False
     if not file.is_file():
         raise DataError(f"{display_path(file)} does not exist or is not a file")
     kind = _file_kind(file)
+    if kind == "csv":
+        _check_csv_head(name, file)
     dest = data_dir / _destination(name, kind)
     _validate(name, kind, file, data_dir)
     if dest.exists() and not force:
@@ -98,6 +100,35 @@ def _file_kind(file: Path) -> FileKind:
     if tarfile.is_tarfile(file):
         return "tgz"
     return "csv"
+
+
+#: What ``fedmist data import NAME FILE`` accepts, for messages.
+FORMS = {"location": "dataset_location.tgz or the extracted bangkok CSV",
+         "texas": "texas100.npz, dataset_texas.tgz or the extracted 100/feats CSV",
+         "purchase": "purchase100.npz, dataset_purchase.tgz or the extracted CSV"}
+TITLES = {"location": "Location", "texas": "Texas100", "purchase": "Purchase100"}
+
+
+def _is_number(field: bytes) -> bool:
+    try:
+        float(field.strip().strip(b'"'))
+    except ValueError:
+        return False
+    return True
+
+
+def _check_csv_head(name: str, file: Path) -> None:
+    """A file that is neither an npz nor a tar archive must at least start like a CSV of numbers
+    (and, for Texas, like its feats CSV); otherwise it is no form of the dataset at all."""
+    with file.open("rb") as f:
+        head = f.readline(1 << 20)
+    fields = head.strip().split(b",")
+    if len(fields) < 2 or not all(_is_number(v) for v in fields):
+        raise DataError(f"{display_path(file)} is not a recognised {TITLES[name]} file: not an .npz, not a "
+                        f".tgz archive, and not a CSV of numbers; import {FORMS[name]}")
+    if name == "texas" and len(fields) != texas.TEXAS.n_features:
+        raise DataError(f"{display_path(file)} is not a recognised Texas100 file: a CSV of {len(fields)} "
+                        f"columns, where the feats CSV has {texas.TEXAS.n_features}; import {FORMS[name]}")
 
 
 def _destination(name: str, kind: FileKind) -> Path:

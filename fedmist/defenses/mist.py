@@ -15,6 +15,7 @@ MIST = register_defense(DefenseSpec(
     description="MIST: C sub-models trained on disjoint partitions, cross-difference phase, averaged",
     xdiff=True,
     min_clients=2,
+    fl_name="MIST-in-FL (private-data mode)",
     check_extra=_check_lambda,
     tune_knob=Knob("lam", 0.25, 64.0),
     tune_clients=(2, 3, 4),

@@ -78,6 +78,9 @@ class DefenseSpec:
     xdiff: bool = False
     fixed_clients: int | None = None
     min_clients: int = 1
+    fl_name: str = ""  # what it is called in real FL (--mode fl), e.g. "FedAvg"; "" = not an FL algorithm
+    fl_only: bool = False  # only meaningful in real FL (fedavg, dpfedavg)
+    recipe_from: str = ""  # the defense whose shipped recipe it trains with when it has none of its own
     check_extra: Callable[[RunConfig], None] | None = field(default=None, compare=False)
     params: type = NoParams
     local_step: str = "sgd"

@@ -6,4 +6,5 @@ SGD = register_defense(DefenseSpec(
     name="sgd",
     description="undefended baseline: minibatch SGD on the whole training set (1-client federation)",
     fixed_clients=1,
+    fl_name="FedAvg",  # --mode fl --defense sgd: FedAvg (DP-FedAvg with fl_dp_noise > 0), as before fedavg existed
 ))

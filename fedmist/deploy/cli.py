@@ -66,6 +66,7 @@ def superlink(
         wait_for_port,
     )
 
+    _check_port("--port", port)
     paths = _certs_or_insecure(certs, insecure)
     spec = SuperLinkSpec(paths, host, port, database)
     cmd = spec.command()
@@ -104,9 +105,19 @@ def supernode(
     """Start flower-supernode for one partition; retried while the SuperLink refuses its key."""
     from fedmist.deploy.processes import SuperNodeSpec, run_supernode
 
+    if not 0 <= partition < num_partitions:
+        raise ConfigError(f"--partition must be in 0..{num_partitions - 1} (--num-partitions {num_partitions}), "
+                          f"got {partition}")
+    if port is not None:
+        _check_port("--port", port)
     spec = SuperNodeSpec(superlink, partition, num_partitions, data_dir, _certs_or_insecure(certs, insecure), key, port)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     sys.exit(run_supernode(spec, wait_registered, echo=lambda m: typer.echo(m, err=True)))
+
+
+def _check_port(option: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{option} must be a TCP port in 1..65535, got {port}")
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -142,6 +153,8 @@ def run(
     if round_timeout is not None:
         overrides["round_timeout"] = round_timeout
     cfg = RunConfig.from_dict(overrides, base=cfg)
+    from fedmist.runs.rundir import prepare_config
+    prepare_config(RunConfig.from_dict(cfg.to_dict()))  # every check now, on a copy: data_dir is the SuperLink's
     if insecure:
         from fedmist.deploy.processes import INSECURE_WARNING
         typer.secho(INSECURE_WARNING, fg=typer.colors.YELLOW, err=True)

@@ -3,13 +3,19 @@
 Flower 1.42 serves the Fleet API (SuperNodes), the Control API (``flwr run``) and the Runtime API
 (the ServerApp process) on *one* HTTPS port of the SuperLink (``--port``), so SuperNodes and
 ``fedmist deploy run`` use the same ``HOST:PORT``.
+
+A SuperNode is two long-lived processes (``fedmist.deploy.runtime``): ``flower-supernode
+--isolation process`` and one ClientApp process that runs every message of that SuperNode, so the
+imports and the dataset are loaded once per SuperNode instead of once per message.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +28,7 @@ from fedmist.errors import ConfigError
 
 DEFAULT_PORT = 9092
 SUPERNODE_BASE_PORT = 9094  # each SuperNode's local Runtime API port: base + partition id
+RUNTIME_MODULE = "fedmist.deploy.runtime"  # runs flower-supernode and the long-lived ClientApp process
 
 # flower-supernode exits with status 1 on every error; a refused key reads "Exit Code: 305 ...
 # [code: 2004] Failed to activate SuperNode" in its output.
@@ -71,10 +78,16 @@ class SuperNodeSpec:
             parts.append(f'data-dir="{self.data_dir.resolve()}"')
         return " ".join(parts)
 
+    @property
+    def runtime_port(self) -> int:
+        return self.port if self.port is not None else SUPERNODE_BASE_PORT + self.partition
+
     def command(self) -> list[str]:
-        port = self.port if self.port is not None else SUPERNODE_BASE_PORT + self.partition
-        cmd = [flwr_exe("flower-supernode"), "--superlink", self.superlink, "--node-config", self.node_config(),
-               "--port", str(port)]
+        """``flower-supernode`` (its polling shortened, fedmist.deploy.runtime) with ``--isolation
+        process``: it starts no ClientApp process itself; ``clientapp_command`` is the one that serves it."""
+        flwr_exe("flower-supernode")  # a clear error when Flower is missing
+        cmd = [sys.executable, "-m", RUNTIME_MODULE, "supernode", "--superlink", self.superlink,
+               "--node-config", self.node_config(), "--port", str(self.runtime_port), "--isolation", "process"]
         if self.certs is None:
             return cmd + ["--insecure"]
         key = self.key or self.certs.node_key(self.partition)
@@ -82,6 +95,13 @@ class SuperNodeSpec:
             if not p.is_file():
                 raise ConfigError(f"{p} not found; copy it from the machine that ran `fedmist deploy certs`")
         return cmd + ["--root-certificates", str(self.certs.ca_cert), "--auth-supernode-private-key", str(key)]
+
+
+    def clientapp_command(self, parent_pid: int) -> list[str]:
+        """The long-lived ClientApp process for this SuperNode's local Runtime API (plain HTTP on
+        127.0.0.1, as between flower-supernode and the flwr-clientapp processes it starts by default)."""
+        return [sys.executable, "-m", RUNTIME_MODULE, "clientapp", "--runtime-api-address",
+                f"127.0.0.1:{self.runtime_port}", "--parent-pid", str(parent_pid)]
 
 
 def shown(cmd: list[str]) -> str:
@@ -124,8 +144,20 @@ def _relay(proc: subprocess.Popen, seen: list[bool]) -> None:
 def run_supernode(spec: SuperNodeSpec, wait_registered: float, echo: Callable[[str], None] = print) -> int:
     """Run flower-supernode until it exits; start it again while the SuperLink refuses its key
     within ``wait_registered`` seconds (SuperNodes may start before the SuperLink registered them).
-    Returns its exit code; the child is stopped if this process is interrupted."""
+    The long-lived ClientApp process runs beside it from the start (it imports torch while the
+    SuperNode connects, and waits through restarts). Returns the SuperNode's exit code; both
+    children are stopped when it exits or this process is interrupted."""
     cmd = spec.command()
+    app_cmd = spec.clientapp_command(os.getpid())
+    echo(f"starting: {shown(app_cmd)}")
+    app = subprocess.Popen(app_cmd)  # its log lines go straight to this process's output
+    try:
+        return _supernode_until_accepted(cmd, wait_registered, echo)
+    finally:
+        stop_process(app, grace=5.0)
+
+
+def _supernode_until_accepted(cmd: list[str], wait_registered: float, echo: Callable[[str], None]) -> int:
     deadline = time.monotonic() + wait_registered
     while True:
         echo(f"starting: {shown(cmd)}")

@@ -70,11 +70,12 @@ def recording_estimate(cfg: RunConfig, spec: DefenseHooks, state: State) -> int:
     return estimate_bytes(n_floats(state), cfg.clients, cfg.epochs, spec.xdiff)
 
 
-def fl_algorithm(cfg: RunConfig) -> str:
-    """The name of what an FL run trains: FedAvg, DP-FedAvg (FedAvg + clipping + noise) or MIST-in-FL."""
-    if cfg.defense == "mist":
-        return "MIST-in-FL (private-data mode)"
-    return "DP-FedAvg" if cfg.fl_dp_noise > 0 else "FedAvg"
+def fl_algorithm(cfg: RunConfig, spec: DefenseHooks) -> str:
+    """The name of what an FL run trains, from the defense's registry entry (``fl_name``); runs made
+    before ``fedavg`` / ``dpfedavg`` existed say ``sgd``, which is FedAvg or, with noise, DP-FedAvg."""
+    if cfg.defense == "sgd" and cfg.fl_dp_noise > 0:
+        return "DP-FedAvg"
+    return spec.fl_name
 
 
 def epsilon(cfg: RunConfig, rounds: int | None = None) -> float:
@@ -151,7 +152,7 @@ def train_fl(run: Any, spec: DefenseHooks, federation: Federation) -> State:
     state = train_rounds(cfg, spec, federation, run.state, fl_plan(cfg, parts, weights, ascent, recorder),
                          run.start_epoch, run.on_epoch)
     fl = {"partition": cfg.partition, "clients": cfg.clients, "rounds": cfg.epochs, "local_epochs": cfg.local_epochs,
-          "algorithm": fl_algorithm(cfg), "client_sizes": [int(len(p)) for p in parts],
+          "algorithm": fl_algorithm(cfg, spec), "client_sizes": [int(len(p)) for p in parts],
           "aggregation_weights": [weights[k] for k in range(len(parts))]}
     if cfg.active_attack:
         fl["active_attack"] = {"attacker": cfg.active_attack, "targets": int(len(ascent)), "lr": cfg.active_lr,

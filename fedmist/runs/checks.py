@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from fedmist.config import RunConfig, parse_client
 from fedmist.data.fl_partition import parse_partition
-from fedmist.defenses.registry import DefenseSpec
+from fedmist.defenses.registry import DEFENSES, DefenseSpec
 from fedmist.errors import ConfigError, require_finite
-
-FL_DEFENSES = {"sgd": "FedAvg", "mist": "MIST-in-FL (private-data mode)"}
 
 
 def check_config(cfg: RunConfig, spec: DefenseSpec) -> RunConfig:
@@ -16,14 +14,14 @@ def check_config(cfg: RunConfig, spec: DefenseSpec) -> RunConfig:
     spec.check(cfg)
     cfg.validate()
     spec.parse_params(cfg.params)
-    check_fl_config(cfg) if cfg.mode == "fl" else check_not_fl(cfg)
+    check_fl_config(cfg, spec) if cfg.mode == "fl" else check_not_fl(cfg, spec)
     return cfg
 
 
-def check_fl_config(cfg: RunConfig) -> None:
-    if cfg.defense not in FL_DEFENSES:
-        raise ConfigError(f"--mode fl trains {', '.join(f'{k} ({v})' for k, v in FL_DEFENSES.items())} or DP-FedAvg "
-                          f"(sgd with --set fl_dp_noise=Z); got defense {cfg.defense!r}")
+def check_fl_config(cfg: RunConfig, spec: DefenseSpec) -> None:
+    if not spec.fl_name:
+        known = ", ".join(f"{name} ({s.fl_name})" for name, s in sorted(DEFENSES.items()) if s.fl_name)
+        raise ConfigError(f"--mode fl trains {known}; got defense {cfg.defense!r}")
     if cfg.clients < 2:
         raise ConfigError(f"--mode fl needs --clients >= 2, got {cfg.clients}")
     parse_partition(cfg.partition)
@@ -36,8 +34,8 @@ def check_fl_config(cfg: RunConfig) -> None:
     require_finite("fl_dp_clip", cfg.fl_dp_clip, positive=True, must="positive")
     if not 0 < cfg.fl_dp_delta < 1:
         raise ConfigError(f"fl_dp_delta must be in (0, 1), got {cfg.fl_dp_delta}")
-    if cfg.fl_dp_noise > 0 and cfg.defense != "sgd":
-        raise ConfigError("DP-FedAvg (fl_dp_noise > 0) is FedAvg with clipping and noise: use --defense sgd")
+    if cfg.fl_dp_noise > 0 and cfg.defense not in ("dpfedavg", "sgd"):
+        raise ConfigError("DP-FedAvg (fl_dp_noise > 0) is FedAvg with clipping and noise: use --defense dpfedavg")
     if cfg.active_attack:
         parse_client(cfg.active_attack, cfg.clients, "active_attack")
         if cfg.active_targets < 2:
@@ -46,8 +44,10 @@ def check_fl_config(cfg: RunConfig) -> None:
             raise ConfigError("active_steps must be >= 1 and active_lr > 0")
 
 
-def check_not_fl(cfg: RunConfig) -> None:
+def check_not_fl(cfg: RunConfig, spec: DefenseSpec) -> None:
     """FL-only switches are an error outside ``--mode fl`` (they would silently do nothing)."""
+    if spec.fl_only:
+        raise ConfigError(f"{cfg.defense} is real federated learning: add --mode fl (mode is {cfg.mode!r})")
     used = [name for name, on in (("record_updates", cfg.record_updates), ("active_attack", bool(cfg.active_attack)),
                                   ("fl_dp_noise", cfg.fl_dp_noise > 0), ("rounds", cfg.rounds > 0),
                                   ("partition", cfg.partition != "iid"), ("local_epochs", cfg.local_epochs != 1))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedmist.data.registry import DEFAULT_MODEL, base_name
+from fedmist.defenses import DEFENSES
 
 SHIPPED = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -28,4 +29,7 @@ def default_recipe(dataset: str, defense: str, model: str = "") -> Path | None:
         for name in names:
             if (d / name).is_file():
                 return d / name
+    spec = DEFENSES.get(defense)
+    if spec is not None and spec.recipe_from:  # e.g. fedavg trains with the sgd recipe's hyperparameters
+        return default_recipe(dataset, spec.recipe_from, model)
     return None

@@ -30,6 +30,9 @@ from fedmist.studies.cells import audit_is_current, run_fedmist, train_once
 # memory as the number of models trained.
 PAPER_TIME_RATIO = {"sgd": 1.0, "advreg": 7008 / 1195, "dmp": 2543 / 1195, "memguard": 36373 / 1195,
                     "selena": 20320 / 1195, "mixup_mmd": 3154 / 1195, "hamp": 1280 / 1195, "mist": 2139 / 1195}
+# MIST paper (Table 2 / Figure 1): the highest PLR@0.1 % FPR over its attacks, undefended and MIST.
+PAPER_HIGHEST_PLR = {"location": {"sgd": 2.89, "mist": 1.15}, "purchase": {"sgd": 6.51, "mist": 4.10},
+                     "texas": {"sgd": 1.55, "mist": 1.08}}
 PAPER_MEMORY_FACTOR = {"sgd": 1, "advreg": 1, "dmp": 2, "memguard": 1, "selena": 26, "mixup_mmd": 1, "hamp": 1,
                        "mist": 4}
 

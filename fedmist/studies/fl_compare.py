@@ -29,7 +29,7 @@ from fedmist.studies.cells import (
 )
 from fedmist.studies.compare import highest_over_attacks
 
-FL_ROWS = {"fedavg": ("sgd", "FedAvg"), "mist": ("mist", "MIST-in-FL"), "dpfedavg": ("sgd", "DP-FedAvg")}
+FL_ROWS = {"fedavg": ("fedavg", "FedAvg"), "mist": ("mist", "MIST-in-FL"), "dpfedavg": ("dpfedavg", "DP-FedAvg")}
 ROW_ALIASES = {"sgd": "fedavg"}  # the defense name a virtual-mode user types for the undefended row
 DP_KEYS = ("fl_dp_noise", "fl_dp_clip")
 DEFAULT_DP = {"fl_dp_noise": "0.01", "fl_dp_clip": "1.0"}

@@ -36,6 +36,7 @@ class DefenseHooks(Protocol):
     """What the engine reads of the defense it is handed (``fedmist.defenses.DefenseSpec``)."""
 
     name: str
+    fl_name: str  # the algorithm's name in real FL ("FedAvg", "DP-FedAvg", "MIST-in-FL ...")
     xdiff: bool  # run MIST's phase 2 after phase 1
     local_step: str  # the phase-1 training step (``fedmist.training.steps``)
 

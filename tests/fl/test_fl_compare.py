@@ -13,9 +13,9 @@ from fedmist.studies.fl_compare import plan, write_outputs
 def test_dp_settings_reach_only_the_dp_row() -> None:
     rows = plan(["fedavg", "mist", "dpfedavg"], {"clients": "10", "fl_dp_noise": "0.3", "partition": "iid"})
     by = {name: (defense, sets) for name, defense, sets in rows}
-    assert by["fedavg"] == ("sgd", {"clients": "10", "partition": "iid"})
+    assert by["fedavg"] == ("fedavg", {"clients": "10", "partition": "iid"})
     assert by["mist"] == ("mist", {"clients": "10", "partition": "iid"})
-    assert by["dpfedavg"][0] == "sgd" and by["dpfedavg"][1]["fl_dp_noise"] == "0.3"
+    assert by["dpfedavg"][0] == "dpfedavg" and by["dpfedavg"][1]["fl_dp_noise"] == "0.3"
     assert by["dpfedavg"][1]["fl_dp_clip"] == "1.0"  # the default clipping norm
     with pytest.raises(ConfigError, match="--mode fl compares"):
         plan(["selena"], {})
