@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from _cli import require_files, run_main  # same folder
+
 
 def rows_of(run: Path) -> list[str]:
     audit = json.loads((run / "audit.json").read_text())
@@ -38,6 +40,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--title", default="Membership-inference audit")
     args = ap.parse_args()
+    for run_dir in args.runs:  # every run is checked before anything is written
+        require_files(ap, run_dir, ("config.json", "metrics.json", "audit.json"),
+                      f"give run directories audited with `fedmist attack {run_dir}`")
     lines = [f"# {args.title}", ""]
     for run in args.runs:
         lines += rows_of(run)
@@ -47,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

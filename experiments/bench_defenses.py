@@ -19,23 +19,26 @@ import subprocess
 import sys
 import time
 
+from _cli import name_list, nonnegative_int, positive_int, run_main  # same folder
+
 DEFAULT = "sgd,mist,dpsgd,mixup_mmd,hamp,advreg,dmp,memguard,selena"
+
+
+def config_for(dataset: str, defense: str, epochs: int, seed: int):
+    """The defense's recipe for ``epochs`` epochs, checked (ConfigError names the first problem)."""
+    from fedmist import RunConfig, default_recipe, prepare_config
+
+    recipe = default_recipe(dataset, defense)
+    cfg = RunConfig.from_toml(recipe) if recipe else RunConfig()
+    return prepare_config(RunConfig.from_dict({"dataset": dataset, "defense": defense, "epochs": epochs,
+                                               "seed": seed, "eval_every": 10**6}, base=cfg))
 
 
 def worker(dataset: str, defense: str, epochs: int, seed: int) -> dict:
     """Train one defense in this process; report seconds and peak RSS (MB)."""
-    from fedmist import RunConfig
-    from fedmist import get_workspace
-    from fedmist import query_model
-    from fedmist import default_recipe
-    from fedmist import open_run, prepare_config
-    from fedmist import train_runs
-    from fedmist import predict_logits
+    from fedmist import get_workspace, open_run, predict_logits, query_model, train_runs
 
-    recipe = default_recipe(dataset, defense)
-    cfg = RunConfig.from_toml(recipe) if recipe else RunConfig()
-    cfg = prepare_config(RunConfig.from_dict({"dataset": dataset, "defense": defense, "epochs": epochs,
-                                              "seed": seed, "eval_every": 10**6}, base=cfg))
+    cfg = config_for(dataset, defense, epochs, seed)
     run = open_run(cfg, None)
     ws = get_workspace(cfg)
     t0 = time.perf_counter()
@@ -54,18 +57,23 @@ def worker(dataset: str, defense: str, epochs: int, seed: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="location")
-    ap.add_argument("--defenses", default=DEFAULT)
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--defenses", type=name_list, default=DEFAULT, help="sgd (the baseline) is added when missing")
+    ap.add_argument("--epochs", type=positive_int, default=5)
+    ap.add_argument("--seed", type=nonnegative_int, default=0)
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args.dataset, args.worker, args.epochs, args.seed)))
         return
-    from fedmist import PAPER_MEMORY_FACTOR, PAPER_TIME_RATIO
+    from fedmist import PAPER_MEMORY_FACTOR, PAPER_TIME_RATIO, get_workspace
 
+    defenses = list(args.defenses)
+    if "sgd" not in defenses:
+        defenses.insert(0, "sgd")  # every ratio is to SGD
+    configs = [config_for(args.dataset, d, args.epochs, args.seed) for d in defenses]  # refused before training
+    get_workspace(configs[0])  # an unknown dataset or missing data files, before any worker starts
     rows = []
-    for defense in [d.strip() for d in args.defenses.split(",") if d.strip()]:
+    for defense in defenses:
         proc = subprocess.run([sys.executable, __file__, "--dataset", args.dataset, "--epochs", str(args.epochs),
                                "--seed", str(args.seed), "--worker", defense], capture_output=True, text=True)
         if proc.returncode != 0:
@@ -92,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,34 +23,41 @@ import argparse
 import statistics
 
 import torch
-
-from fedmist import RunConfig
-from fedmist import model_name_for
-from fedmist import default_train_size, prepare_config
-
-from bench_overhead import flower, plain_loop  # noqa: E402  (same folder)
+from _cli import nonnegative_int, positive_int, run_main  # same folder
+from bench_overhead import EPOCHS, flower, plain_loop  # noqa: E402  (same folder)
 from gpu_monitor import GpuMonitor  # noqa: E402
+
+from fedmist import (
+    RunConfig,
+    default_train_size,
+    get_workspace,
+    model_name_for,
+    prepare_config,
+)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="location")
-    ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clients", type=positive_int, default=4)
+    ap.add_argument("--epochs", type=EPOCHS, default=8)
+    ap.add_argument("--seed", type=nonnegative_int, default=0)
     ap.add_argument("--model", default="", help="default: the dataset's (mlp; alexnet for CIFAR)")
-    ap.add_argument("--train-size", type=int, default=0, help="members; 0 = the paper's size for the dataset")
-    ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--train-size", type=nonnegative_int, default=0, help="members; 0 = the paper's size for the dataset")
+    ap.add_argument("--batch-size", type=positive_int, default=100)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = ap.parse_args()
     med = statistics.median
     gpu = args.device != "cpu"
+    if gpu and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no CUDA device on this machine")
     common = dict(dataset=args.dataset, epochs=args.epochs, seed=args.seed, eval_every=args.epochs + 1,
                   train_size=args.train_size, batch_size=args.batch_size, device=args.device,
                   **({"model": args.model} if args.model else {}))
     mist = prepare_config(RunConfig(defense="mist", clients=args.clients, lam=14.0,
                                     gpus_per_client=1.0 / args.clients if gpu else 0.0, **common))
     sgd = prepare_config(RunConfig(defense="sgd", gpus_per_client=1.0 if gpu else 0.0, **common))
+    get_workspace(sgd)  # an unknown dataset or model, or missing data files, before anything trains
     gpu_lines: list[str] = []
 
     def measured(name: str, fn):
@@ -86,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

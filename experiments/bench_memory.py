@@ -14,12 +14,23 @@ above the process's resident size once the dataset and the model are loaded. RSS
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import multiprocessing
 import threading
 import time
 
+from _cli import name_list, nonnegative_int, positive_int, run_main  # same folder
+
 from fedmist import PAPER_MEMORY_FACTOR
+
+
+def config_for(dataset: str, defense: str, epochs: int, device: str, seed: int):
+    """The defense's recipe (built-in defaults where the dataset has none) for ``epochs`` epochs, checked."""
+    from fedmist import RunConfig, default_recipe, prepare_config
+
+    recipe = default_recipe(dataset, defense)
+    base = RunConfig.from_toml(recipe) if recipe else RunConfig()
+    return prepare_config(RunConfig.from_dict({"dataset": dataset, "defense": defense, "epochs": epochs,
+                                               "eval_every": epochs + 1, "device": device, "seed": seed}, base=base))
 
 
 def _rss_bytes() -> int:
@@ -33,14 +44,10 @@ def measure(dataset: str, defense: str, epochs: int, device: str, seed: int) -> 
 
     import torch
 
-    from fedmist import RunConfig
-    from fedmist import InProcessFederation
-    from fedmist import default_recipe
-    from fedmist import open_run, prepare_config, train_run
+    from fedmist import InProcessFederation, open_run, train_run
 
     torch.set_num_threads(1)
-    recipe = RunConfig.from_toml(default_recipe(dataset, defense))
-    cfg = prepare_config(dataclasses.replace(recipe, epochs=epochs, eval_every=epochs + 1, device=device, seed=seed))
+    cfg = config_for(dataset, defense, epochs, device, seed)
     run = open_run(cfg, None)  # loads the dataset and builds the model (the baseline)
     run.evaluate = lambda state: {}  # time and memory of training only
     # One-time costs are not training memory: the first optimiser step imports torch._dynamo
@@ -77,14 +84,22 @@ def measure(dataset: str, defense: str, epochs: int, device: str, seed: int) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="location")
-    ap.add_argument("--defenses", default="sgd,mist,dmp,selena")
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--defenses", type=name_list, default="sgd,mist,dmp,selena")
+    ap.add_argument("--epochs", type=positive_int, default=2)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--seed", type=nonnegative_int, default=0)
     args = ap.parse_args()
-    defenses = args.defenses.split(",")
+    defenses = list(args.defenses)
     if "sgd" not in defenses:
         defenses.insert(0, "sgd")
+    if args.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            ap.error("--device cuda: torch sees no CUDA device on this machine")
+    from fedmist import get_workspace
+
+    configs = [config_for(args.dataset, d, args.epochs, args.device, args.seed) for d in defenses]  # before training
+    get_workspace(configs[0])  # an unknown dataset or missing data files (or no CUDA device)
     ctx = multiprocessing.get_context("spawn")  # a fresh process per defense: no allocator reuse between them
     rows = []
     for defense in defenses:
@@ -102,4 +117,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

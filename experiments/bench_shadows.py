@@ -25,16 +25,19 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
+from _cli import name_list, positive_int, run_main  # same folder
+from gpu_monitor import GpuMonitor  # noqa: E402  (same folder)
 from torch import nn
 
-from fedmist import RunConfig
-from fedmist import get_workspace
-from fedmist import default_recipe
-from fedmist import prepare_config
-from fedmist import simulate_runs
-from fedmist import ShadowTrainer, available_cores
-
-from gpu_monitor import GpuMonitor  # noqa: E402  (same folder)
+from fedmist import (
+    RunConfig,
+    ShadowTrainer,
+    available_cores,
+    default_recipe,
+    get_workspace,
+    prepare_config,
+    simulate_runs,
+)
 
 
 def linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
@@ -98,19 +101,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="location")
     ap.add_argument("--defense", default="sgd")
-    ap.add_argument("--shadows", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=20, help="epochs per shadow (the recipe's 100 takes 5x longer)")
-    ap.add_argument("--engines", default="", help="default: parallel,inprocess,flower (+ stacked for SGD recipes)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--shadows", type=positive_int, default=2)
+    ap.add_argument("--epochs", type=positive_int, default=20, help="epochs per shadow (the recipe's 100 takes 5x longer)")
+    ap.add_argument("--engines", type=name_list, default=None,
+                    help="default: parallel,inprocess,flower (+ stacked for SGD recipes)")
+    ap.add_argument("--threads", type=positive_int, default=2)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     gpu = args.device != "cpu"
-    recipe = RunConfig.from_toml(default_recipe(args.dataset, args.defense))
+    if gpu and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no CUDA device on this machine")
+    path = default_recipe(args.dataset, args.defense)
+    recipe = RunConfig.from_toml(path) if path else RunConfig(dataset=args.dataset, defense=args.defense)
     # On a GPU the recipe's C clients share it (the flower engine): 1/C of the device each.
     cfg = prepare_config(dataclasses.replace(recipe, epochs=args.epochs, device=args.device,
                                              gpus_per_client=1.0 / recipe.clients if gpu else 0.0))
-    ws = get_workspace(cfg)
+    ws = get_workspace(cfg)  # an unknown dataset or missing data files, before any benchmark
+    engines = args.engines or (["parallel", "inprocess", "flower", "stacked"] if cfg.defense == "sgd"
+                               else ["parallel", "inprocess", "flower"])
+    trainers = {engine: ShadowTrainer(cfg, audit_seed=0, engine=engine, simulate=simulate_runs)
+                for engine in engines}  # an unknown engine, before the benchmarks
     pool = np.arange(len(ws.dataset))
     rng = np.random.default_rng(0)
     jobs = [(i, np.sort(rng.choice(pool, len(pool) // 2, replace=False))) for i in range(args.shadows)]
@@ -133,10 +144,7 @@ def main() -> None:
         print(f"bare GEMM benchmark (same shapes, batch {cfg.batch_size}): {bare_threads / 1e9:.1f} GFLOP/s in one "
               f"{args.threads}-thread process, {bare_cores / 1e9:.1f} GFLOP/s as {cores} 1-thread processes; "
               f"reference {bare / 1e9:.1f}")
-    engines = args.engines or ("parallel,inprocess,flower,stacked" if cfg.defense == "sgd"
-                               else "parallel,inprocess,flower")
-    for engine in engines.split(","):
-        trainer = ShadowTrainer(cfg, audit_seed=0, engine=engine, simulate=simulate_runs)
+    for engine, trainer in trainers.items():
         t0 = time.perf_counter()
         with GpuMonitor() as mon:
             trainer.train_all(jobs, lambda i, state: None)
@@ -150,4 +158,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

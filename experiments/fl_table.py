@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from _cli import nonnegative_int, run_main  # same folder
+
 THREATS = {"server": "audit-server.json", "participant": "audit-client{k}.json", "outsider": "audit.json",
            "peer leak": "audit-client{k}-peerleak.json", "active": "audit-client{k}-active.json"}
 
@@ -48,9 +50,13 @@ def row(run: Path, k: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", type=Path)
-    ap.add_argument("--client", type=int, default=0, help="the participant whose audit is shown")
+    ap.add_argument("--client", type=nonnegative_int, default=0, help="the participant whose audit is shown")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    for folder in args.folders:  # every folder is checked before anything is written
+        if not (folder / "config.json").is_file() and not (folder / "runs").is_dir():
+            ap.error(f"{folder} is neither a run directory (config.json) nor a `fedmist compare --mode fl` "
+                     "output (runs/)")
     lines = ["| run | defense | partition | rounds | test acc | ε (δ=1e-5) | " + " | ".join(THREATS) + " |",
              "|" + "---|" * (6 + len(THREATS))]
     lines += [row(run, args.client) for folder in args.folders for run in run_dirs(folder)]
@@ -59,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -8,12 +8,17 @@ in use, sampled every ``interval_ms`` while the measured code runs. On a machine
     with GpuMonitor() as gpu:
         train()
     print(gpu.summary())
+
+As a script it samples for a while and prints the summary (is the GPU busy, and with what?):
+
+    python experiments/gpu_monitor.py --seconds 10
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 
 
@@ -78,3 +83,28 @@ class GpuMonitor:
 
     def summary(self) -> str:
         return summarize(self.samples)
+
+
+def main() -> None:
+    import argparse
+
+    from _cli import (  # same folder; imported here so tests can load this module
+        positive_float,
+        positive_int,
+        run_main,
+    )
+
+    def sample() -> None:
+        ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        ap.add_argument("--seconds", type=positive_float, default=10.0, help="how long to sample")
+        ap.add_argument("--interval-ms", type=positive_int, default=200)
+        args = ap.parse_args()
+        with GpuMonitor(interval_ms=args.interval_ms) as gpu:
+            time.sleep(args.seconds)
+        print(gpu.summary())
+
+    run_main(sample)
+
+
+if __name__ == "__main__":
+    main()

@@ -15,11 +15,17 @@ import json
 from pathlib import Path
 
 import torch
+from _cli import float_list, nonnegative_int, require_files, run_main  # same folder
 
-from fedmist import RunConfig
-from fedmist import default_recipe
-from fedmist import open_run, prepare_config
-from fedmist import train_runs
+from fedmist import (
+    FedmistError,
+    RunConfig,
+    default_recipe,
+    get_workspace,
+    open_run,
+    prepare_config,
+    train_runs,
+)
 
 
 def train_run(cfg: RunConfig, out: Path, engine: str) -> dict:
@@ -33,28 +39,37 @@ def train_run(cfg: RunConfig, out: Path, engine: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="location")
-    ap.add_argument("--lambdas", default="0,0.5,1,2,4,14")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=0, help="0 = recipe")
+    ap.add_argument("--lambdas", type=float_list, default="0,0.5,1,2,4,14")
+    ap.add_argument("--seed", type=nonnegative_int, default=0)
+    ap.add_argument("--epochs", type=nonnegative_int, default=0, help="0 = recipe")
     ap.add_argument("--repartition", default="epoch")
-    ap.add_argument("--clients", type=int, default=0, help="0 = recipe")
+    ap.add_argument("--clients", type=nonnegative_int, default=0, help="0 = recipe")
     ap.add_argument("--engine", choices=("inprocess", "flower"), default="inprocess")
     ap.add_argument("--sgd-run", type=Path, required=True, help="finished SGD run directory (the baseline)")
     ap.add_argument("--out-root", type=Path, default=Path("runs/sweep"))
     ap.add_argument("--report", type=Path, default=None)
     args = ap.parse_args()
+    if any(lam < 0 for lam in args.lambdas):
+        ap.error(f"argument --lambdas: every λ must be >= 0 (0 = phase 1 only), got {args.lambdas}")
+    recipe = default_recipe(args.dataset, "mist")
+    if recipe is None:
+        raise FedmistError(f"no MIST recipe for dataset {args.dataset!r} (experiments/recipes/<dataset>-mist.toml)")
+    require_files(ap, args.sgd_run, ("metrics.json",), "--sgd-run needs a finished SGD run directory")
     torch.set_num_threads(2)
     sgd = json.loads((args.sgd_run / "metrics.json").read_text())["summary"]
-    base = RunConfig.from_toml(default_recipe(args.dataset, "mist"))
+    base = RunConfig.from_toml(recipe)
     base = dataclasses.replace(base, seed=args.seed, repartition=args.repartition, eval_every=10)
     if args.epochs:
         base.epochs = args.epochs
     if args.clients:
         base.clients = args.clients
-    rows = []
-    for lam in [float(v) for v in args.lambdas.split(",")]:
+    plan = []  # every config is checked before the first one trains
+    for lam in args.lambdas:
         cfg = dataclasses.replace(base, defense="subspace" if lam == 0 else "mist", lam=lam or base.lam)
-        cfg = prepare_config(cfg)
+        plan.append((lam, prepare_config(cfg)))
+    get_workspace(plan[0][1])  # missing data files
+    rows = []
+    for lam, cfg in plan:
         name = (f"{args.dataset}-{'subspace' if lam == 0 else f'mist-l{lam:g}'}-c{base.clients}-"
                 f"{args.repartition}-s{args.seed}")
         s = train_run(cfg, args.out_root / name, args.engine)
@@ -79,4 +94,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

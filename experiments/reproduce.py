@@ -67,10 +67,22 @@ def main() -> None:
     ap.add_argument("--shadow-engine", default="inprocess")
     args = ap.parse_args()
 
-    from fedmist import expand_attack_names
-    from fedmist import (PAPER_HIGHEST_PLR, CompareSettings, aggregate, cell_row, make_cell, markdown_table,
-                         plot_tradeoff, run_cells)
-    from fedmist import ShadowTrainer, default_recipe, get_workspace, simulate_runs
+    from fedmist import (
+        PAPER_HIGHEST_PLR,
+        CompareSettings,
+        ShadowTrainer,
+        aggregate,
+        cell_row,
+        default_recipe,
+        check_attacks,
+        expand_attack_names,
+        get_workspace,
+        make_cell,
+        markdown_table,
+        plot_tradeoff,
+        run_cells,
+        simulate_runs,
+    )
 
     out = args.out or ROOT / "runs" / f"reproduce-{args.dataset.replace(':', '-')}"
     seeds = args.seeds
@@ -88,6 +100,7 @@ def main() -> None:
         ap.error(f"argument --shadows-for: {', '.join(stray)} is not a row of the {args.experiment} experiment")
     get_workspace(cells[0].config)
     ShadowTrainer(cells[0].config, 0, engine=args.shadow_engine, simulate=simulate_runs)
+    check_attacks(expand_attack_names(args.attacks))  # before any cell trains
     settings = CompareSettings(expand_attack_names(args.attacks), args.shadows, shadows_for=per_defense,
                                shadow_engine=args.shadow_engine)
     results = run_cells(cells, settings, out / "logs",

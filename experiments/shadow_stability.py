@@ -30,11 +30,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from _cli import int_list, nonnegative_int, positive_int, run_main  # same folder
 from sklearn.metrics import roc_auc_score
 
-from fedmist import lira_scores
-from fedmist import AuditError
-from fedmist import tpr_at_fpr
+from fedmist import AuditError, FedmistError, lira_scores, tpr_at_fpr
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = [("lira_online", True, False), ("lira_offline", False, False),
@@ -51,10 +50,10 @@ def load_audit(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
         target = np.load(cache / "target_scores.npy")[0]
         audit = np.load(run_dir / "scores.npz")
     except FileNotFoundError as err:
-        raise SystemExit(f"{run_dir}: not a finished shadow audit ({err.filename} is missing; "
+        raise FedmistError(f"{run_dir}: not a finished shadow audit ({err.filename} is missing; "
                          f"run `fedmist attack {run_dir} --shadows 16` first)") from None
     if not np.array_equal(audit["indices"], indices):
-        raise SystemExit(f"{run_dir}: scores.npz and shadows/ audit different examples")
+        raise FedmistError(f"{run_dir}: scores.npz and shadows/ audit different examples")
     return target, shadow, keep, audit["is_member"].astype(bool)
 
 
@@ -91,23 +90,28 @@ def cell(values: list[tuple[float, float]]) -> str:
     return f"{plr.mean():.1f}{spread} ({auc.mean():.3f})"
 
 
+def shadow_counts(text: str) -> list[int]:
+    """``--ks``: comma-separated shadow counts >= 1 (below 4 a side has < 2 scores: the cells read –)."""
+    return [positive_int(str(k)) for k in int_list(text)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
-    ap.add_argument("--ks", default="4,6,8,12,16")
-    ap.add_argument("--draws", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ks", type=shadow_counts, default="4,6,8,12,16", help="shadow counts k")
+    ap.add_argument("--draws", type=positive_int, default=20)
+    ap.add_argument("--seed", type=nonnegative_int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "location-shadow-stability.md")
     args = ap.parse_args()
-    ks = [int(k) for k in args.ks.split(",")]
+    ks = args.ks
+    audits = [load_audit(run) for run in args.runs]  # every run is checked before the first is measured
     lines = ["# LiRA with fewer shadows: stability of the low-FPR numbers", "",
-             f"`python experiments/shadow_stability.py {' '.join(str(r) for r in args.runs)} --ks {args.ks} "
+             f"`python experiments/shadow_stability.py {' '.join(str(r) for r in args.runs)} --ks {','.join(map(str, ks))} "
              f"--draws {args.draws} --seed {args.seed}` (CPU; recomputed from each audit's cached shadows, no training).",
              "", "Cells: PLR@0.1 % mean ± std over random subsets of k shadows (mean AUC in brackets); "
              "k/2 IN and k/2 OUT scores per example; 'n/a': more than the cache holds. "
              "With 1,010 non-members FPR 0.1 % is one false positive, so PLR@0.1 % = caught members at it.", ""]
-    for run in args.runs:
-        target, shadow, keep, is_member = load_audit(run)
+    for run, (target, shadow, keep, is_member) in zip(args.runs, audits):
         S = keep.shape[0]
         per_side = int(keep.sum(0).min()), int((~keep).sum(0).min())
         prob = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731  (φ = logit of p_y)
@@ -141,4 +145,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -8,7 +8,7 @@ imported on first use, so ``import fedmist`` stays light:
 - engines: ``InProcessFederation`` (no Flower), ``simulate_runs`` / ``train_runs`` (Flower's
   simulation), ``run_epoch`` (one MIST epoch), ``ShadowTrainer``, ``available_cores``;
 - data and models: ``get_workspace``, ``model_name_for``, ``predict_logits``, ``model_part``;
-- audits: ``lira_scores``, ``tpr_at_fpr``, ``expand_attack_names``;
+- audits: ``lira_scores``, ``tpr_at_fpr``, ``expand_attack_names``, ``check_attacks``;
 - studies: ``CompareSettings``, ``make_cell``, ``run_cells``, ``cell_row``, ``aggregate``,
   ``markdown_table``, ``plot_tradeoff``, ``PAPER_TIME_RATIO``, ``PAPER_MEMORY_FACTOR``,
   ``PAPER_HIGHEST_PLR``; reports: ``write_report``;
@@ -35,7 +35,7 @@ _PUBLIC = {
     "fedmist.training.jobs": ("model_part",),
     "fedmist.attacks.lira": ("lira_scores",),
     "fedmist.audit.metrics": ("tpr_at_fpr",),
-    "fedmist.attacks.registry": ("expand_attack_names",),
+    "fedmist.attacks.registry": ("expand_attack_names", "check_attacks"),
     "fedmist.report": ("write_report",),
     "fedmist.studies.compare": ("CompareSettings", "make_cell", "run_cells", "cell_row", "aggregate",
                                 "markdown_table", "plot_tradeoff", "PAPER_TIME_RATIO", "PAPER_MEMORY_FACTOR",

@@ -124,7 +124,38 @@ def compare(
 
 
 @app.command()
-@with_config_options(exclude=("defense",))
+@with_config_options(exclude=("defense", "seed"))
+def frontier(
+    defenses: str = typer.Option("mist,dpsgd,mixup_mmd,hamp,advreg,dmp,memguard,selena", help="comma-separated defenses with a strength knob"),
+    points: int = typer.Option(5, help="knob values per defense (MIST: per C)"),
+    mist_clients: str = typer.Option("2,4", help="MIST's C values, each a curve of its own"),
+    seeds: str = typer.Option("0", help="comma-separated training seeds (verdicts use their mean)"),
+    shadows: int = typer.Option(16, help="shadows for the points within the widest band (0: shadow-free attacks only)"),
+    bands: str = typer.Option("1,3,5", help="accuracy-drop bands (points) for the verdicts at matched utility"),
+    out: Optional[Path] = typer.Option(None, help="output directory [default: frontier/DATASET]"),
+    jobs: int = typer.Option(1, help="cells trained and audited concurrently"),
+    shadow_engine: str = typer.Option("parallel", help="parallel, flower, inprocess or stacked (see fedmist attack)"),
+    audit_seed: int = typer.Option(0, "--audit-seed", help="audit seed (as fedmist attack --audit-seed)"),
+    bootstrap: int = typer.Option(200),
+    shadows_for: list[str] = typer.Option([], "--shadows-for", help="DEFENSE=N: another shadow count for one defense (e.g. selena=8)"),
+    set_: list[str] = typer.Option([], "--set", help="config override for every point, KEY=VALUE (e.g. epochs=20)"),
+    force: bool = typer.Option(False, help="replace runs and audits made with another config"),
+    explicit: dict[str, Any] | None = None,
+) -> None:
+    """Sweep each defense's strength knob: the privacy–utility frontier (frontier.csv/.md/.png) and
+    the verdicts at matched utility (matched.md), with matched-member SGD baselines; cached and
+    resumable like compare."""
+    from fedmist.cli.compare import frontier_command
+
+    explicit = explicit or {}
+    dataset = str(explicit.get("dataset", "location"))
+    out = out or Path("frontier") / dataset.replace(":", "-")
+    frontier_command(explicit, defenses, points, mist_clients, seeds, shadows, bands, out, jobs, shadow_engine,
+                     audit_seed, bootstrap, shadows_for, set_, force)
+
+
+@app.command()
+@with_config_options(exclude=("defense", "validation_fraction"))
 def tune(
     defense: str = typer.Argument(..., help="defense whose main knob to tune (mist: C then λ)"),
     max_acc_drop: float = typer.Option(1.0, help="largest allowed validation-accuracy drop vs SGD, in points (> 0)"),

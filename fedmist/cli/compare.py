@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fedmist.attacks.registry import check_attacks, expand_attack_names
-from fedmist.cli.attack import announce_report
-from fedmist.cli.attack import check_options
+from fedmist.cli.attack import announce_report, check_options
 from fedmist.cli.options import merge_overrides
 from fedmist.config import parse_client
 from fedmist.data.registry import DATASETS, dataset_names, parse_synthetic
@@ -26,6 +25,7 @@ from fedmist.studies.compare import (
     write_table,
 )
 from fedmist.studies.fl_compare import DEFAULT_ATTACKS, FL_ROWS, fl_compare
+from fedmist.studies.frontier import SHADOW_FREE, run_frontier, write_frontier
 from fedmist.studies.tune import tuned_recipe_dir
 
 DEFENSES = "sgd,mist,dpsgd,mixup_mmd,hamp,selena,advreg,dmp,memguard"
@@ -116,6 +116,59 @@ def compare_command(explicit: dict[str, Any], defenses: str | None, attacks: str
     return table
 
 
+def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_clients: str, seeds: str,
+                     shadows: int, bands: str, out: Path, jobs: int, shadow_engine: str, audit_seed: int,
+                     bootstrap: int, shadows_for: list[str], set_: list[str], force: bool) -> list[dict]:
+    overrides = {k: as_set_value(v) for k, v in merge_overrides(explicit, set_).items()}
+    dataset = overrides.pop("dataset", "location")
+    if overrides.get("mode") == "fl":
+        raise ConfigError("fedmist frontier compares defenses of one model; --mode fl is compare --mode fl")
+    defense_list = [d.strip() for d in defenses.split(",") if d.strip()]
+    band_list = _floats(bands, "--bands")
+    if any(not b > 0 for b in band_list):
+        raise ConfigError(f"--bands must be positive accuracy drops in points, got {bands!r}")
+    if points < 2:
+        raise ConfigError(f"--points must be >= 2, got {points}")
+    seed_list = _ints(seeds, "--seeds")
+    per_defense = _per_defense(shadows_for)
+    settings = CompareSettings(SHADOW_FREE, 0, audit_seed, shadow_engine, bootstrap, jobs, None, per_defense, force)
+    request = {"dataset": dataset, "defenses": defense_list, "points": points, "mist_clients": mist_clients,
+               "seeds": seed_list, "shadows": shadows, "shadows_for": per_defense, "bands": band_list,
+               "audit_seed": audit_seed, "bootstrap": bootstrap, "overrides": overrides}
+    claim_output(out / "frontier.json", request, force)
+    console.print(f"[bold]fedmist frontier[/] {dataset}: {', '.join(defense_list)} × {points} points, seeds {seed_list}; "
+                  f"shadow-free attacks everywhere, {shadows} shadows within {max(band_list):g} points of SGD; "
+                  f"logs in {out / 'logs'}")
+
+    def done(cell, res) -> None:
+        msg = f"[red]failed[/]: {res}" if isinstance(res, Exception) else \
+            f"test {100 * res['test_acc']:.2f} %, highest PLR@0.1% {res['plr_0.1']:.2f}, AUC {res['auc']:.3f}"
+        console.print(f"  {cell.name}: {msg}")
+
+    rows, verdict_rows = run_frontier(dataset, defense_list, seed_list, out, points=points,
+                                      mist_clients=_ints(mist_clients, "--mist-clients"), shadows=shadows,
+                                      bands=band_list, overrides=overrides, settings=settings, on_done=done)
+    header = (f"# {dataset}: privacy–utility frontier\n\nSeeds {seed_list} (mean); audit seed {audit_seed}; "
+              f"shadow-free attacks ({', '.join(SHADOW_FREE)}) at every point, LiRA and RMIA with {shadows} shadows "
+              f"(per defense: {per_defense or 'none'}) at points within {max(band_list):g} points of SGD; knob grids "
+              f"from each defense's DefenseSpec.tune_knob ({points} values); overrides {overrides or 'none'}; "
+              f"machine: {platform.machine()} CPU. sgd-matched-X: SGD on exactly the members defense X keeps.")
+    write_frontier(rows, verdict_rows, out, header)
+    console.print((out / "matched.md").read_text())
+    console.print(f"wrote {out / 'frontier.csv'}, {out / 'frontier.md'}, {out / 'frontier.png'}, {out / 'matched.md'}")
+    return rows
+
+
+def _per_defense(items: list[str] | None) -> dict[str, int]:
+    per_defense = {}
+    for item in items or []:
+        name, _, n = item.partition("=")
+        if not n.isdigit():
+            raise ConfigError(f"--shadows-for expects DEFENSE=N, got {item!r}")
+        per_defense[name.strip()] = int(n)
+    return per_defense
+
+
 def claim_output(path: Path, request: dict, force: bool) -> None:
     """Record what a study's output directory answers; a different request into it is an error
     (it would overwrite the first one's table and plot) unless ``force``."""
@@ -133,6 +186,16 @@ def check_dataset_name(name: str) -> None:
     """ConfigError for a dataset name no loader knows, before anything is planned or trained."""
     if parse_synthetic(name) is None and name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise ConfigError(f"{option} expects comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{option} is empty")
+    return values
 
 
 def _ints(text: str, option: str) -> list[int]:

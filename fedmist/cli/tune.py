@@ -32,8 +32,6 @@ def tune_command(defense: str, explicit: dict[str, Any], max_acc_drop: float, ou
     if iterations < 1:
         raise ConfigError(f"--iterations must be >= 1, got {iterations}")
     explicit = dict(explicit)
-    if "validation_fraction" in explicit:  # the config field's generated option shares tune's option name
-        validation_fraction = float(explicit.pop("validation_fraction"))
     if not 0 < validation_fraction < 0.5:
         raise ConfigError(f"--validation-fraction must be in (0, 0.5), got {validation_fraction}")
     overrides = {k: as_set_value(v) for k, v in merge_overrides(explicit, set_).items()}

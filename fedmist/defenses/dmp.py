@@ -34,7 +34,7 @@ from fedmist.defenses.distillation import (
     distill_epochs_of,
     fresh_state,
 )
-from fedmist.defenses.registry import AUX, DefenseSpec, model_part, register_defense
+from fedmist.defenses.registry import AUX, DefenseSpec, Knob, model_part, register_defense
 from fedmist.errors import ConfigError
 from fedmist.training.jobs import (
     EpochReport,
@@ -148,5 +148,8 @@ DMP = register_defense(DefenseSpec(
     check_extra=_check,
     params=DmpParams,
     train_loop=train_dmp,
+    # softer teacher labels = less of the teacher's memorisation in the student (our choice of knob;
+    # DMP's paper tunes the reference set and temperature per dataset)
+    tune_knob=Knob("params.temperature", 0.5, 16.0),
     total_epochs=lambda cfg: cfg.epochs + distill_epochs_of(cfg, _params(cfg).distill_epochs),
 ))

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedmist.config import RunConfig
-from fedmist.defenses.registry import AUX, DefenseSpec, model_part, register_defense
+from fedmist.defenses.registry import AUX, DefenseSpec, Knob, model_part, register_defense
 from fedmist.errors import ConfigError, RunDirError
 from fedmist.training.evaluate import class_probs
 from fedmist.training.workspace import get_workspace
@@ -251,6 +251,7 @@ MEMGUARD = register_defense(DefenseSpec(
     fixed_clients=1,
     params=MemGuardParams,
     reference_fraction=0.1,
+    tune_knob=Knob("params.epsilon", 0.05, 1.0),  # the L1 distortion budget (1.0: the authors' largest)
     check_extra=_check,
     after_training=train_defender,
     query_model=guarded_model,

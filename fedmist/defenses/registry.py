@@ -56,6 +56,21 @@ class Knob:
         m = math.sqrt(a * b) if self.log and a > 0 else (a + b) / 2
         return float(round(m)) if self.integer else m
 
+    def grid(self, n: int) -> list[float]:
+        """``n`` values from ``lo`` to ``hi`` (geometric when ``log``), for a frontier sweep.
+
+        >>> Knob("x", 1, 16).grid(5), Knob("L", 2, 20, log=False, integer=True).grid(4)
+        ([1.0, 2.0, 4.0, 8.0, 16.0], [2.0, 8.0, 14.0, 20.0])
+        """
+        if n < 2:
+            raise ConfigError(f"a sweep needs at least 2 points, got {n}")
+        if self.log and self.lo > 0:
+            values = [self.lo * (self.hi / self.lo) ** (i / (n - 1)) for i in range(n)]
+        else:
+            values = [self.lo + (self.hi - self.lo) * i / (n - 1) for i in range(n)]
+        values = [float(round(v)) if self.integer else float(f"{v:.4g}") for v in values]
+        return list(dict.fromkeys(values))
+
 
 @dataclass(frozen=True)
 class NoParams:

@@ -34,7 +34,7 @@ from fedmist.defenses.distillation import (
     prefixed,
     unprefixed,
 )
-from fedmist.defenses.registry import AUX, DefenseSpec, model_part, register_defense
+from fedmist.defenses.registry import AUX, DefenseSpec, Knob, model_part, register_defense
 from fedmist.errors import ConfigError
 from fedmist.training.jobs import (
     EpochReport,
@@ -181,5 +181,8 @@ SELENA = register_defense(DefenseSpec(
     params=SelenaParams,
     clients_from_params=lambda p: p.K,
     train_loop=train_selena,
+    # our choice of knob: each member's soft label averages the L sub-models that never saw it; with
+    # K = 25 fixed, L trades how many sub-models vote against how much data each trains on
+    tune_knob=Knob("params.L", 2, 20, log=False, integer=True),
     total_epochs=lambda cfg: cfg.epochs + distill_epochs_of(cfg, _params(cfg).distill_epochs),
 ))

@@ -85,8 +85,9 @@ def run_cell(cell: Cell, settings: CompareSettings, log_dir: Path) -> dict:
     cost = train_once(cell.config, cell.sets, cell.recipe, cell.run_dir, log, settings.ray_address, settings.force)
     if cost is not None:
         (cell.run_dir / "cost.json").write_text(json.dumps(cost, indent=2))
-    wanted = {"n_shadows": settings.n_shadows(cell.defense), "seed": settings.audit_seed,
-              "bootstrap": settings.bootstrap}
+    wanted = {"seed": settings.audit_seed, "bootstrap": settings.bootstrap}
+    if settings.n_shadows(cell.defense):  # shadow-free attacks read the same from any shadow count
+        wanted["n_shadows"] = settings.n_shadows(cell.defense)
     if not audit_is_current(cell.run_dir / "audit.json", cell.run_dir / "model.pt", wanted, settings.attacks,
                             settings.force):
         run_fedmist(["attack", str(cell.run_dir), "--attacks", ",".join(settings.attacks), "--shadows",
@@ -132,8 +133,12 @@ def highest_over_attacks(audit: dict) -> dict:
         name, value = max(((n, a["full"]["at_fpr"][fpr]["plr"]) for n, a in audit["attacks"].items()),
                           key=lambda t: t[1])
         best[key], best[f"{key}_attack"] = value, name
+        ci = audit["attacks"][name]["full"]["at_fpr"][fpr].get("plr_ci")
+        best[f"{key}_lo"], best[f"{key}_hi"] = (float("nan"), float("nan")) if ci is None else (ci[0], ci[1])
     name, auc = max(((n, a["full"]["auc"]) for n, a in audit["attacks"].items()), key=lambda t: t[1])
     best["auc"], best["auc_attack"] = auc, name
+    ci = audit["attacks"][name]["full"].get("auc_ci")
+    best["auc_lo"], best["auc_hi"] = (float("nan"), float("nan")) if ci is None else (ci[0], ci[1])
     return best
 
 

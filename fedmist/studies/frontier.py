@@ -1,0 +1,250 @@
+"""``fedmist frontier``: each defense swept over its strength knob, the privacy–utility frontier
+(the MIST paper's Figure 1 as curves), and verdicts at matched utility.
+
+Every point is a compare cell (a ``fedmist simulate`` run, audited with ``fedmist attack``), cached
+and resumable the same way (``fedmist.studies.cells``):
+
+1. SGD, and for each defense that holds rows out of the training budget (MMD's validation set,
+   AdvReg's and MemGuard's reference, DMP's student data) SGD on exactly the members that defense
+   keeps (``sgd-matched-<defense>``: same seed, same ``reference_size``), so the hold-out's cost and
+   the defense's own cost show apart;
+2. every defense at ``points`` values of its knob (``DefenseSpec.tune_knob``; MIST at each C of
+   ``--mist-clients``), each audited by the shadow-free attacks;
+3. points whose accuracy drop against SGD (mean over seeds) is within the widest band get the
+   shadow-based attacks with ``shadows`` shadows (16 by default: LiRA and RMIA);
+4. ``frontier.csv`` / ``frontier.md`` / ``frontier.png`` (highest PLR@0.1 % with its bootstrap CI on
+   a log axis, against test accuracy, one curve per defense) and ``matched.md``: per band
+   (≤ 1, 3, 5 points), each defense's lowest highest-PLR@0.1 % that fits, its AUC, and the winner.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from fedmist.config import display_name
+from fedmist.defenses import DEFENSES
+from fedmist.errors import ConfigError
+from fedmist.runs.recipes import default_recipe
+from fedmist.studies.compare import Cell, CompareSettings, cell_row, make_cell, run_cells
+
+SHADOW_FREE = ["loss", "mentr", "confidence", "entropy"]
+SHADOWED = ["lira_online", "lira_offline", "lira_online_fixed", "lira_offline_fixed", "rmia"]
+
+
+@dataclass
+class Point:
+    """One setting of one defense: a curve's point once its cells (one per seed) have run."""
+
+    defense: str  # the curve: "mist-c2", "dpsgd", "sgd", "sgd-matched-mixup_mmd", ...
+    knob: str  # config key of the strength ("" for baselines)
+    value: float
+    overrides: dict[str, str]
+
+
+def plan_points(dataset: str, defenses: Sequence[str], points: int, mist_clients: Sequence[int],
+                overrides: dict[str, str]) -> list[Point]:
+    """SGD, the matched-member SGD baselines, then every defense's sweep; refuses unknown defenses
+    and defenses without a knob before anything trains."""
+    unknown = [d for d in defenses if d not in DEFENSES]
+    if unknown:
+        raise ConfigError(f"unknown defense(s) {', '.join(unknown)}; known: {', '.join(sorted(DEFENSES))}")
+    no_knob = [d for d in defenses if DEFENSES[d].tune_knob is None]
+    if no_knob:
+        raise ConfigError(f"{', '.join(no_knob)} have no strength knob to sweep (DefenseSpec.tune_knob)")
+    plan = [Point("sgd", "", math.nan, dict(overrides))]
+    for d in defenses:
+        spec = DEFENSES[d]
+        if spec.reference_fraction > 0 and "reference_size" not in overrides:
+            plan.append(Point(f"sgd-matched-{d}", "reference_size", math.nan,
+                              {**overrides, "reference_size": f"matched:{d}"}))
+        knob = spec.tune_knob
+        assert knob is not None
+        for clients in (mist_clients if spec.tune_clients else [None]):
+            curve = d if clients is None else f"{d}-c{clients}"
+            extra = {} if clients is None else {"clients": str(clients)}
+            plan += [Point(curve, knob.key, v, {**overrides, **extra, knob.key: f"{v:g}"}) for v in knob.grid(points)]
+    return plan
+
+
+def point_cells(point: Point, dataset: str, seeds: Sequence[int], out: Path) -> list[Cell]:
+    """The point's cells, one per seed, in ``out/runs``; a matched-member baseline takes the
+    reference size its defense would hold out (``matched:<defense>``)."""
+    base_defense = "sgd" if point.defense.startswith("sgd") else point.defense.split("-c")[0]
+    overrides = dict(point.overrides)
+    if overrides.get("reference_size", "").startswith("matched:"):
+        holder = overrides["reference_size"].split(":", 1)[1]
+        ref = make_cell(dataset, holder, seeds[0], out, default_recipe(dataset, holder),
+                        {k: v for k, v in overrides.items() if k != "reference_size"})
+        overrides["reference_size"] = str(_held_out(ref))
+    label = point.defense if not point.knob or point.knob == "reference_size" else \
+        f"{point.defense}-{display_name(point.knob).replace('params.', '')}{point.value:g}"
+    return [make_cell(dataset, base_defense, seed, out, default_recipe(dataset, base_defense), overrides,
+                      label=label) for seed in seeds]
+
+
+def _held_out(cell: Cell) -> int:
+    """Rows the cell's defense holds out of the training budget (its split's reference set)."""
+    from fedmist.runs.rundir import split_for
+
+    return int(len(split_for(cell.config).reference))
+
+
+def run_frontier(dataset: str, defenses: Sequence[str], seeds: Sequence[int], out: Path, *, points: int = 5,
+                 mist_clients: Sequence[int] = (2, 4), shadows: int = 16, bands: Sequence[float] = (1, 3, 5),
+                 overrides: dict[str, str] | None = None, settings: CompareSettings | None = None,
+                 on_done=None) -> tuple[list[dict], list[dict]]:
+    """Train and audit every point; returns (one row per point, the verdict rows)."""
+    plan = plan_points(dataset, defenses, points, mist_clients, dict(overrides or {}))
+    cells = [(p, point_cells(p, dataset, seeds, out)) for p in plan]
+    base = settings or CompareSettings(SHADOW_FREE, 0)
+    free = replace(base, attacks=SHADOW_FREE, shadows=0, shadows_for={})
+    everything = [c for _, cs in cells for c in cs]
+    results = run_cells(everything, free, out / "logs", on_done=on_done)
+    _raise_if_failed(results, everything, out)
+    rows = [point_row(p, cs) for p, cs in cells]
+    sgd = next(r for r in rows if r["defense"] == "sgd")
+    widest = max(bands)
+    chosen = [c for p, cs in cells for c in cs
+              if _drop(sgd, point_row(p, cs)) <= widest and shadows > 0]
+    if chosen:  # the shadow-based audit replaces the shadow-free one (a superset of its attacks)
+        strong = replace(base, attacks=SHADOW_FREE + SHADOWED, shadows=shadows, force=True)
+        results = run_cells(chosen, strong, out / "logs", on_done=on_done)
+        _raise_if_failed(results, chosen, out)
+        rows = [point_row(p, cs) for p, cs in cells]
+        sgd = next(r for r in rows if r["defense"] == "sgd")
+    for r in rows:
+        r["acc_drop"] = _drop(sgd, r)
+    return rows, verdicts(rows, bands)
+
+
+def _raise_if_failed(results: dict, cells: Sequence[Cell], out: Path) -> None:
+    failed = [c.name for c in cells if isinstance(results.get(c.name), Exception)]
+    if failed:
+        raise ConfigError(f"{len(failed)} point(s) failed ({', '.join(failed)}); see the logs in {out / 'logs'}; "
+                          "rerun the same command to resume")
+
+
+def _drop(sgd: dict, row: dict) -> float:
+    return 100 * (sgd["test_acc"] - row["test_acc"])
+
+
+def point_row(point: Point, cells: Sequence[Cell]) -> dict:
+    """Mean over the point's seeds (the PLR's CI is the bootstrap interval of the first seed's
+    strongest attack when there is one seed, else the spread of the seeds' values)."""
+    rs = [cell_row(c) for c in cells]
+    mean = lambda k: float(np.mean([r[k] for r in rs]))  # noqa: E731
+    row = {"defense": point.defense, "knob": point.knob, "value": point.value, "seeds": len(rs),
+           "test_acc": mean("test_acc"), "test_acc_std": float(np.std([r["test_acc"] for r in rs])),
+           "plr_0.1": mean("plr_0.1"), "plr_0.1_attack": max(rs, key=lambda r: r["plr_0.1"])["plr_0.1_attack"],
+           "auc": mean("auc"), "n_shadows": min(r["n_shadows"] for r in rs), "label": cells[0].label,
+           "run_dirs": ";".join(r["run_dir"] for r in rs)}
+    if len(rs) == 1:
+        row["plr_0.1_lo"], row["plr_0.1_hi"] = rs[0]["plr_0.1_lo"], rs[0]["plr_0.1_hi"]
+        row["auc_lo"], row["auc_hi"] = rs[0]["auc_lo"], rs[0]["auc_hi"]
+    else:
+        row["plr_0.1_lo"], row["plr_0.1_hi"] = min(r["plr_0.1"] for r in rs), max(r["plr_0.1"] for r in rs)
+        row["auc_lo"], row["auc_hi"] = min(r["auc"] for r in rs), max(r["auc"] for r in rs)
+    return row
+
+
+def verdicts(rows: Sequence[dict], bands: Sequence[float]) -> list[dict]:
+    """Per band and defense curve: the fitting point with the lowest highest-PLR@0.1 %, or None;
+    ``winner`` marks the lowest in each band (baselines excluded).
+
+    >>> rows = [{"defense": "sgd", "acc_drop": 0.0, "plr_0.1": 50.0, "auc": 0.8},
+    ...         {"defense": "a", "acc_drop": 0.5, "plr_0.1": 9.0, "auc": 0.6},
+    ...         {"defense": "a", "acc_drop": 4.0, "plr_0.1": 2.0, "auc": 0.55},
+    ...         {"defense": "b", "acc_drop": 2.0, "plr_0.1": 5.0, "auc": 0.58}]
+    >>> [(v["band"], v["defense"], v["plr_0.1"], v["winner"]) for v in verdicts(rows, [1, 3])]
+    [(1, 'a', 9.0, True), (1, 'b', None, False), (3, 'a', 9.0, False), (3, 'b', 5.0, True)]
+    """
+    curves = sorted({r["defense"] for r in rows if not r["defense"].startswith("sgd")})
+    out = []
+    for band in bands:
+        band_rows = []
+        for curve in curves:
+            fits = [r for r in rows if r["defense"] == curve and r["acc_drop"] <= band]
+            best = min(fits, key=lambda r: r["plr_0.1"]) if fits else None
+            band_rows.append({"band": band, "defense": curve, "plr_0.1": best["plr_0.1"] if best else None,
+                              "auc": best["auc"] if best else None, "point": best, "winner": False})
+        fitting = [v for v in band_rows if v["plr_0.1"] is not None]
+        if fitting:
+            min(fitting, key=lambda v: v["plr_0.1"])["winner"] = True
+        out += band_rows
+    return out
+
+
+COLUMNS = ["defense", "knob", "value", "seeds", "test_acc", "test_acc_std", "acc_drop", "plr_0.1", "plr_0.1_lo",
+           "plr_0.1_hi", "plr_0.1_attack", "auc", "auc_lo", "auc_hi", "n_shadows", "run_dirs"]
+
+
+def write_frontier(rows: Sequence[dict], verdict_rows: Sequence[dict], out: Path, header: str) -> None:
+    with open(out / "frontier.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    lines = [header, "", "| curve | knob | value | test acc | drop | highest PLR@0.1 % [CI] | attack | AUC | shadows |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['defense']} | {display_name(r['knob']) or '–'} | {_g(r['value'])} | "
+                     f"{100 * r['test_acc']:.2f} % | {r['acc_drop']:.2f} | {r['plr_0.1']:.3g} "
+                     f"[{_g(r['plr_0.1_lo'])}, {_g(r['plr_0.1_hi'])}] | {r['plr_0.1_attack']} | {r['auc']:.3f} | "
+                     f"{r['n_shadows']} |")
+    (out / "frontier.md").write_text("\n".join(lines) + "\n")
+    v_lines = [header.replace("frontier", "verdicts at matched utility", 1), "",
+               "Lowest highest-PLR@0.1 % among a defense's points within the band of SGD's test accuracy "
+               "(mean over seeds); **bold** = the band's winner; – = no setting fits the band.", ""]
+    for band in sorted({v["band"] for v in verdict_rows}):
+        v_lines += [f"## accuracy drop ≤ {band:g} points", "", "| defense | setting | test acc | PLR@0.1 % [CI] | AUC [CI] |",
+                    "|---|---|---|---|---|"]
+        for v in (x for x in verdict_rows if x["band"] == band):
+            p = v["point"]
+            if p is None:
+                v_lines.append(f"| {v['defense']} | – (no setting within {band:g} points) | – | – | – |")
+                continue
+            name = f"**{v['defense']}**" if v["winner"] else v["defense"]
+            v_lines.append(f"| {name} | {display_name(p['knob'])} = {_g(p['value'])} | {100 * p['test_acc']:.2f} % | "
+                           f"{p['plr_0.1']:.3g} [{_g(p['plr_0.1_lo'])}, {_g(p['plr_0.1_hi'])}] | "
+                           f"{p['auc']:.3f} [{_g(p['auc_lo'])}, {_g(p['auc_hi'])}] |")
+        v_lines.append("")
+    (out / "matched.md").write_text("\n".join(v_lines) + "\n")
+    plot_frontier(rows, out / "frontier.png")
+
+
+def _g(v: float) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
+
+
+def plot_frontier(rows: Sequence[dict], path: Path) -> None:
+    """Highest PLR@0.1 % (log y, bootstrap CI bars) against test accuracy: one curve per defense,
+    SGD and the matched-member baselines as single points."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 5))
+    ax = fig.add_subplot()
+    floor = 0.1  # PLR 0 (no true positive at that FPR) is drawn here on the log axis
+    for curve in dict.fromkeys(r["defense"] for r in rows):
+        pts = sorted((r for r in rows if r["defense"] == curve), key=lambda r: r["test_acc"])
+        x = [100 * r["test_acc"] for r in pts]
+        y = [max(r["plr_0.1"], floor) for r in pts]
+        lo = [max(y_ - max(_nan0(r["plr_0.1_lo"]), floor), 0) for y_, r in zip(y, pts)]
+        hi = [max(max(_nan0(r["plr_0.1_hi"]), floor) - y_, 0) for y_, r in zip(y, pts)]
+        style = dict(marker="s", ms=8, ls="none") if curve.startswith("sgd") else dict(marker="o", ms=4, ls="-")
+        ax.errorbar(x, y, yerr=[lo, hi], label=curve, capsize=2, lw=1, **style)
+    ax.set_yscale("log")
+    ax.set_xlabel("test accuracy (%)")
+    ax.set_ylabel(f"highest PLR @ 0.1 % FPR (log; 0 drawn at {floor})")
+    ax.set_title("privacy–utility frontier (lower right is better)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _nan0(v: float) -> float:
+    return 0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
