@@ -57,26 +57,24 @@ def even_shadows(text: str) -> int:
     return value
 
 
+def _number_list(text: str, kind: type, what: str) -> list:
+    try:
+        values = [kind(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated finite {what}, got {text!r}")
+    return values
+
+
 def int_list(text: str) -> list[int]:
     """Comma-separated integers, at least one."""
-    try:
-        values = [int(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
+    return _number_list(text, int, "integers")
 
 
 def float_list(text: str) -> list[float]:
     """Comma-separated finite numbers, at least one."""
-    try:
-        values = [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, got {text!r}")
-    return values
+    return _number_list(text, float, "numbers")
 
 
 def name_list(text: str) -> list[str]:

@@ -22,6 +22,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 OUT_HELP = "run directory (default runs/<dataset>-<defense>-c<C>-s<seed>, plus a tag when options change the recipe)"
 COMPARE_DEFENSES = "sgd,mist,dpsgd,mixup_mmd,hamp,selena,advreg,dmp,memguard"
+# Options that compare and frontier share (one definition, one help text).
+JOBS = typer.Option(1, help="cells trained and audited concurrently")
+STUDY_SHADOW_ENGINE = typer.Option("parallel", help="parallel, flower, inprocess or stacked (see fedmist attack)")
+STUDY_AUDIT_SEED = typer.Option(0, "--audit-seed", help="audit seed (as fedmist attack --audit-seed)")
+BOOTSTRAP = typer.Option(200, help="bootstrap resamples for the 95% intervals")
+SHADOWS_FOR = typer.Option([], "--shadows-for", help="DEFENSE=N: another shadow count for one defense (e.g. selena=8)")
+STUDY_SET = typer.Option([], "--set", help="config override for every cell, KEY=VALUE (e.g. epochs=20)")
+STUDY_FORCE = typer.Option(False, help="replace runs, audits and tables made with another config")
+
+
+def _dataset_and_out(explicit: dict[str, Any], out: Path | None, root: str) -> tuple[str, Path]:
+    """The study's dataset (default location) and output directory (default ROOT/DATASET)."""
+    dataset = str(explicit.get("dataset", "location"))
+    return dataset, out or Path(root) / dataset.replace(":", "-")
 
 
 @app.callback()
@@ -94,15 +108,15 @@ def compare(
     shadows: Optional[int] = typer.Option(None, help="shadow models per target (default 16; --mode fl: 0)"),
     seeds: str = typer.Option("0", help="comma-separated training seeds (mean ± std over them)"),
     out: Optional[Path] = typer.Option(None, help="output directory: runs/, logs/, compare.csv, compare.md, tradeoff.png [default: compare/DATASET]"),
-    jobs: int = typer.Option(1, help="cells trained and audited concurrently"),
+    jobs: int = JOBS,
     ray_address: Optional[str] = typer.Option(None, help="existing Ray cluster HOST:PORT for every simulation"),
-    shadow_engine: str = typer.Option("parallel", help="parallel, flower, inprocess or stacked (see fedmist attack)"),
-    audit_seed: int = typer.Option(0, "--audit-seed", "--seed-audit", help="audit seed (as fedmist attack --audit-seed)"),
-    bootstrap: int = typer.Option(200),
+    shadow_engine: str = STUDY_SHADOW_ENGINE,
+    audit_seed: int = STUDY_AUDIT_SEED,
+    bootstrap: int = BOOTSTRAP,
     max_acc_drop: Optional[float] = typer.Option(None, help="use the recipes fedmist tune chose for this accuracy drop (points)"),
-    set_: list[str] = typer.Option([], "--set", help="config override for every cell, KEY=VALUE (e.g. epochs=20)"),
-    shadows_for: list[str] = typer.Option([], "--shadows-for", help="DEFENSE=N: another shadow count for one defense (e.g. selena=4)"),
-    force: bool = typer.Option(False, help="replace cells, audits and tables made with another config"),
+    set_: list[str] = STUDY_SET,
+    shadows_for: list[str] = SHADOWS_FOR,
+    force: bool = STUDY_FORCE,
     download: bool = typer.Option(False, help="download the dataset first when it is missing (as fedmist data download)"),
     explicit: dict[str, Any] | None = None,
 ) -> None:
@@ -114,11 +128,10 @@ def compare(
     from fedmist.cli.compare import compare_command
 
     explicit = explicit or {}
-    dataset = str(explicit.get("dataset", "location"))
+    dataset, out = _dataset_and_out(explicit, out, "compare")
     if download:
         from fedmist.data.download import ensure_dataset
         ensure_dataset(dataset, explicit.get("data_dir"), True)
-    out = out or Path("compare") / dataset.replace(":", "-")
     compare_command(explicit, defenses, attacks, shadows, seeds, out, jobs, ray_address, shadow_engine, audit_seed,
                     bootstrap, max_acc_drop, set_, shadows_for, force)
 
@@ -133,13 +146,13 @@ def frontier(
     shadows: int = typer.Option(16, help="shadows for the points within the widest band (0: shadow-free attacks only)"),
     bands: str = typer.Option("1,3,5", help="accuracy-drop bands (points) for the verdicts at matched utility"),
     out: Optional[Path] = typer.Option(None, help="output directory [default: frontier/DATASET]"),
-    jobs: int = typer.Option(1, help="cells trained and audited concurrently"),
-    shadow_engine: str = typer.Option("parallel", help="parallel, flower, inprocess or stacked (see fedmist attack)"),
-    audit_seed: int = typer.Option(0, "--audit-seed", help="audit seed (as fedmist attack --audit-seed)"),
-    bootstrap: int = typer.Option(200),
-    shadows_for: list[str] = typer.Option([], "--shadows-for", help="DEFENSE=N: another shadow count for one defense (e.g. selena=8)"),
-    set_: list[str] = typer.Option([], "--set", help="config override for every point, KEY=VALUE (e.g. epochs=20)"),
-    force: bool = typer.Option(False, help="replace runs and audits made with another config"),
+    jobs: int = JOBS,
+    shadow_engine: str = STUDY_SHADOW_ENGINE,
+    audit_seed: int = STUDY_AUDIT_SEED,
+    bootstrap: int = BOOTSTRAP,
+    shadows_for: list[str] = SHADOWS_FOR,
+    set_: list[str] = STUDY_SET,
+    force: bool = STUDY_FORCE,
     explicit: dict[str, Any] | None = None,
 ) -> None:
     """Sweep each defense's strength knob: the privacy–utility frontier (frontier.csv/.md/.png) and
@@ -148,8 +161,7 @@ def frontier(
     from fedmist.cli.compare import frontier_command
 
     explicit = explicit or {}
-    dataset = str(explicit.get("dataset", "location"))
-    out = out or Path("frontier") / dataset.replace(":", "-")
+    _, out = _dataset_and_out(explicit, out, "frontier")
     frontier_command(explicit, defenses, points, mist_clients, seeds, shadows, bands, out, jobs, shadow_engine,
                      audit_seed, bootstrap, shadows_for, set_, force)
 
@@ -169,8 +181,7 @@ def tune(
     from fedmist.cli.tune import tune_command
 
     explicit = explicit or {}
-    dataset = str(explicit.get("dataset", "location"))
-    out = out or Path("compare") / dataset.replace(":", "-")
+    _, out = _dataset_and_out(explicit, out, "compare")
     tune_command(defense, explicit, max_acc_drop, out, iterations, validation_fraction, set_)
 
 

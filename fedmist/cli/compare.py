@@ -189,20 +189,18 @@ def check_dataset_name(name: str) -> None:
 
 
 def _floats(text: str, option: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise ConfigError(f"{option} expects comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise ConfigError(f"{option} is empty")
-    return values
+    return _numbers(text, option, float, "numbers")
 
 
 def _ints(text: str, option: str) -> list[int]:
+    return _numbers(text, option, int, "integers")
+
+
+def _numbers(text: str, option: str, kind: type, what: str) -> list:
     try:
-        values = [int(v) for v in text.replace(",", " ").split()]
+        values = [kind(v) for v in text.replace(",", " ").split()]
     except ValueError:
-        raise ConfigError(f"{option} expects comma-separated integers, got {text!r}") from None
+        raise ConfigError(f"{option} expects comma-separated {what}, got {text!r}") from None
     if not values:
         raise ConfigError(f"{option} is empty")
     return values

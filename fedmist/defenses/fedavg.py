@@ -17,20 +17,13 @@ def _needs_noise(cfg: RunConfig) -> None:
         raise ConfigError("dpfedavg needs --fl-dp-noise Z > 0 (the noise multiplier; --fl-dp-clip sets the clip norm)")
 
 
-FEDAVG = register_defense(DefenseSpec(
-    name="fedavg",
-    description="FedAvg (--mode fl): each client trains on its own data, the server averages by data size",
-    fl_name="FedAvg",
-    fl_only=True,
-    recipe_from="sgd",
-    check_extra=_no_noise,
-))
+def _fl_baseline(name: str, fl_name: str, description: str, check) -> DefenseSpec:
+    """An FL-only entry trained with the sgd recipe's hyperparameters."""
+    return register_defense(DefenseSpec(name=name, description=description, fl_name=fl_name, fl_only=True,
+                                        recipe_from="sgd", check_extra=check))
 
-DPFEDAVG = register_defense(DefenseSpec(
-    name="dpfedavg",
-    description="DP-FedAvg (--mode fl): FedAvg with client-side clipping and server-side Gaussian noise",
-    fl_name="DP-FedAvg",
-    fl_only=True,
-    recipe_from="sgd",
-    check_extra=_needs_noise,
-))
+
+FEDAVG = _fl_baseline("fedavg", "FedAvg", "FedAvg (--mode fl): each client trains on its own data, the server "
+                      "averages by data size", _no_noise)
+DPFEDAVG = _fl_baseline("dpfedavg", "DP-FedAvg", "DP-FedAvg (--mode fl): FedAvg with client-side clipping and "
+                        "server-side Gaussian noise", _needs_noise)

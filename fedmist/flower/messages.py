@@ -14,15 +14,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedmist.config import RunConfig
-from fedmist.training.jobs import (
-    LocalJob,
-    LocalResult,
-    PredictJob,
-    PredictResult,
-    State,
-    XdiffJob,
-    XdiffResult,
-)
+from fedmist.training.jobs import LocalJob, LocalResult, PredictJob, PredictResult, State, XdiffJob, XdiffResult  # noqa: E501
 
 TRAIN, XDIFF, PREDICT = "train", "train.xdiff", "query.predict"
 
