@@ -92,6 +92,8 @@ class RunConfig:
                                group="Resources", flwr=True)
     validation_fraction: float = setting(0.0, "> 0: hold this share of the members out and evaluate on it "
                                          "(fedmist tune)", recipe=False)
+    validation_fold: int = setting(0, "which share of the members is held out (0 = the last; fedmist tune --folds)",
+                                   recipe=False)
     reference_size: int = setting(-1, "rows of the training budget held out as a reference set; -1 = the "
                                   "defense's default")
     params: dict[str, Any] = setting(help="the defense's own knobs (TOML [params], --set params.K=V)",
@@ -141,6 +143,9 @@ class RunConfig:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.validation_fold < 0 or self.validation_fold * self.validation_fraction >= 1.0:
+            raise ConfigError(f"validation_fold must be >= 0 and leave room for its share of the members, got "
+                              f"{self.validation_fold} with validation_fraction {self.validation_fraction}")
         return self
 
     @property

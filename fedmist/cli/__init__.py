@@ -167,13 +167,16 @@ def frontier(
 
 
 @app.command()
-@with_config_options(exclude=("defense", "validation_fraction"))
+@with_config_options(exclude=("defense", "seed", "validation_fraction", "validation_fold"))
 def tune(
     defense: str = typer.Argument(..., help="defense whose main knob to tune (mist: C then λ)"),
     max_acc_drop: float = typer.Option(1.0, help="largest allowed validation-accuracy drop vs SGD, in points (> 0)"),
     out: Optional[Path] = typer.Option(None, help="directory shared with fedmist compare [default: compare/DATASET]"),
     iterations: int = typer.Option(5, help="bisection steps on the knob"),
-    validation_fraction: float = typer.Option(0.1, help="share of the training pool held out for validation"),
+    validation_fraction: float = typer.Option(0.25, help="share of the training pool held out for validation (Location: 1,000 rows)"),
+    folds: int = typer.Option(1, help="disjoint validation shares per trial (k-fold; the trial averages them)"),
+    seeds: str = typer.Option("0,1,2", help="training seeds per trial (the trial averages them)"),
+    min_validation_rows: int = typer.Option(1000, help="refuse a validation smaller than this (rows × folds): 1 point must be >= 10 rows"),
     set_: list[str] = typer.Option([], "--set", help="config override for every trial, KEY=VALUE"),
     explicit: dict[str, Any] | None = None,
 ) -> None:
@@ -182,7 +185,8 @@ def tune(
 
     explicit = explicit or {}
     _, out = _dataset_and_out(explicit, out, "compare")
-    tune_command(defense, explicit, max_acc_drop, out, iterations, validation_fraction, set_)
+    tune_command(defense, explicit, max_acc_drop, out, iterations, validation_fraction, set_, seeds, folds,
+                 min_validation_rows)
 
 
 @app.command()

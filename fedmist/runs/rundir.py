@@ -179,7 +179,10 @@ def split_for(cfg: RunConfig) -> Split:
     split = make_split(n, train_size, cfg.seed, reference=get_defense(cfg.defense).reference_size(cfg, train_size))
     if cfg.validation_fraction > 0:  # tuning: evaluate on held-out members, never on audit or test rows
         k = max(1, int(round(cfg.validation_fraction * len(split.members))))
-        split = Split(split.members[:-k], split.nonmembers, split.members[-k:], False, split.reference)
+        end = len(split.members) - cfg.validation_fold * k  # fold 0: the last k members, fold 1 the k before, ...
+        held = np.zeros(len(split.members), bool)
+        held[max(0, end - k):end] = True
+        split = Split(split.members[~held], split.nonmembers, split.members[held], False, split.reference)
     return split
 
 
