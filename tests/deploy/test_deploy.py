@@ -1,15 +1,19 @@
 """A real deployment on 127.0.0.1: ``fedmist deploy superlink`` (TLS + SuperNode authentication),
 four ``fedmist deploy supernode`` processes and ``fedmist deploy run``. It must compute what the
 simulation computes (the in-process loop, which tests/test_simulate.py shows equals the Flower
-simulation), refuse a SuperNode whose key is not registered, and reject a client's NaN reply."""
+simulation), refuse a SuperNode whose key is not registered, and reject a client's NaN reply.
+Each SuperNode runs all its messages in one long-lived ClientApp process, stopped with it."""
 
 from __future__ import annotations
 
 import json
+import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -86,3 +90,50 @@ def test_a_client_returning_nan_is_rejected_and_the_run_finishes(cluster: Cluste
     assert history[0]["dropped"] == [1] and "NaN" in history[0]["dropout_reasons"]["1"]
     state = torch.load(out / "model.pt")
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+SERVED = re.compile(r"fedmist-clientapp: served \S+ message \d+ in process (\d+)")
+
+
+def served_pids(log: str) -> list[int]:
+    """The process that ran each message, in order, from a SuperNode's log."""
+    return [int(m.group(1)) for m in SERVED.finditer(log)]
+
+
+def test_each_supernode_runs_every_message_in_one_long_lived_process(cluster: Cluster, tmp_path: Path) -> None:
+    def messages(log: str) -> int:  # served warm, or cold after new app code (see below)
+        return len(served_pids(log)) + log.count("a new FAB (app code) arrived")
+
+    before = {i: messages(n.text()) for i, n in cluster.nodes.items()}
+    proc = deploy_run(cluster, tmp_path / "run", SETS)  # 2 epochs: >= 2 messages per node and epoch
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    for i, node in cluster.nodes.items():
+        deadline = time.monotonic() + 15  # the last "served" line follows the reply the server already has
+        while messages(node.text()) - before[i] < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        log = node.text()
+        pids = served_pids(log)
+        assert messages(log) - before[i] >= 4, log[-3000:]  # 2 epochs x (train, train.xdiff)
+        # One process for every message this SuperNode ever ran (this run and the module's earlier
+        # ones), started once, still alive, and below this node's `fedmist deploy supernode`. It
+        # re-executes itself (same pid) only when a run brings different app code (FAB): others
+        # editing this checkout between two runs do that. Flower's per-message `flwr-clientapp`
+        # process is then started for that one message only.
+        assert len(set(pids)) == 1, pids
+        restarts = log.count("a new FAB (app code) arrived")
+        assert log.count("takes ClientApp tasks from the SuperNode") == 1 + restarts, log[-3000:]
+        assert log.count("Start `flwr-clientapp` process") <= restarts, log[-3000:]
+        children = {p.pid for p in psutil.Process(node.popen.pid).children(recursive=True)}
+        assert pids[0] in children, (pids[0], children)
+
+
+def test_terminating_a_supernode_stops_its_clientapp_process(cluster: Cluster) -> None:
+    """Last in this module: it takes SuperNode 3 away. SIGTERM to `fedmist deploy supernode`
+    only (as a service manager would send it), not to its process group."""
+    node = cluster.nodes[3]
+    children = psutil.Process(node.popen.pid).children(recursive=True)
+    assert any("clientapp" in " ".join(c.cmdline()) for c in children), [c.cmdline() for c in children]
+    node.popen.send_signal(signal.SIGTERM)
+    node.popen.wait(timeout=30)
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
