@@ -69,6 +69,7 @@ class RunConfig:
     repartition: str = setting("epoch", "MIST: partitions redrawn every epoch (paper) or fixed (authors' code)",
                                group="MIST", flwr=True)
     skip_last_xdiff: bool = setting(False, "MIST: no phase 2 in the last epoch (the authors' code)", group="MIST")
+    keep_optimizer: bool = setting(False, "MIST: clients keep SGD momentum across phases and epochs (authors' code)", group="MIST")
     lr_schedule: list[int] = setting(help="epochs after which lr is multiplied by 0.1, e.g. 200,250", factory=list)
     train_size: int = setting(0, "target training-set size; 0 = the paper's", group="Run")
     seed: int = setting(0, "training seed", group="Run", recipe=False, flwr=True)

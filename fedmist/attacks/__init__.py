@@ -11,6 +11,7 @@ from fedmist.attacks import (  # noqa: F401  (each module registers its attacks)
     entropy,
     label_only,
     lira,
+    lira_mistcode,
     loss,
     mentr,
     random_perturbation,

@@ -38,6 +38,7 @@ from fedmist.training.jobs import (  # noqa: F401
     aux_part,
     model_part,
 )
+from fedmist.training.local import initial_momentum
 from fedmist.training.workspace import initial_model
 
 
@@ -152,6 +153,7 @@ class DefenseSpec:
             if bad:
                 raise ValueError(f"defense {self.name!r}: init_aux keys must start with 'aux/', got {bad}")
             state.update({k: v.detach().cpu().clone() for k, v in aux.items()})
+        state.update(initial_momentum(fresh, cfg.clients) if cfg.keep_optimizer and cfg.momentum else {})
         return state
 
     def last_epoch(self, cfg: RunConfig) -> int:

@@ -39,6 +39,7 @@ from fedmist.training.jobs import (
     XdiffJob,
     lr_at,
 )
+from fedmist.training.local import for_client, kept_buffers, without_momentum
 from fedmist.training.xdiff import xdiff_targets
 
 EMPTY = np.empty(0, np.int64)
@@ -78,7 +79,7 @@ def run_round(cfg: RunConfig, spec: DefenseHooks, federation: Federation, state:
     first, second = plan.labels
 
     t0 = time.perf_counter()
-    jobs = [LocalJob(c, epoch, lr, state, rows, _others(parts, c) if piggyback else EMPTY,
+    jobs = [LocalJob(c, epoch, lr, for_client(state, c), rows, _others(parts, c) if piggyback else EMPTY,
                      reference_rows=plan.reference, ascent_rows=plan.ascent.get(c, EMPTY))
             for c, rows in enumerate(parts)]
     dropped: dict[int, str] = {}
@@ -114,6 +115,8 @@ def run_round(cfg: RunConfig, spec: DefenseHooks, federation: Federation, state:
         uploads = {r.client: r.state for r in local}
     t2 = time.perf_counter()
     clients = sorted(uploads)
+    kept = kept_buffers(state, uploads)  # keep_optimizer: each client's own momentum, never averaged
+    uploads = {c: without_momentum(s) for c, s in uploads.items()}
     if plan.weights is None:
         weights = {c: 1.0 / len(clients) for c in clients}
         new_state = average_states([uploads[c] for c in clients])
@@ -121,6 +124,7 @@ def run_round(cfg: RunConfig, spec: DefenseHooks, federation: Federation, state:
         total = sum(plan.weights[c] for c in clients)
         weights = {c: plan.weights[c] / total for c in clients}
         new_state = average_states([uploads[c] for c in clients], [weights[c] for c in clients])
+    new_state.update(kept)
     if plan.after_average is not None:
         plan.after_average(new_state, len(clients))
     t3 = time.perf_counter()
