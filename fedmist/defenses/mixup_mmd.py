@@ -13,9 +13,15 @@ data; here it comes out of the defender's budget (Location has no spare rows), a
 half the budget cost 14 points of test accuracy (59.8 % vs 73.7 %, 2,000 members) while the MMD
 only needs a few validation rows per class to draw from. ``--set reference_size=N`` changes it.
 
-Differences from the authors' code, kept small on purpose: one combined loss per batch (mixup CE
-+ weight × MMD) instead of a mixup pass then an MMD pass per epoch, and no skipping of the MMD pass
-when the train/validation accuracy gap is under 3 points or in the last epoch.
+Two schedules. The default (``separate = false``) is one combined loss per batch (mixup CE +
+weight × class-wise MMD). ``separate = true`` is the schedule of the MIST authors' code, which ran
+this baseline on Location (``update_weights_mmd`` in colaalex111/MIST user.py, called from exp.py):
+after the classifier pass of an epoch, the train and validation accuracies are measured (members vs
+the validation/reference rows, eval mode; never audit or test rows) and, only while train − validation
+exceeds ``gap_threshold`` points (3 in that code), a second pass over the members minimises
+``mmd_weight`` × MMD alone; ``skip_last_epoch`` leaves it out of the last epoch as that code does,
+and ``class_wise = false`` takes one MMD over the whole batch against class-matched validation rows
+(that code's ``mix_rbf_mmd2``) instead of the paper's class-by-class sum.
 """
 
 from __future__ import annotations
@@ -46,6 +52,12 @@ class MixupMmdParams:
     mixup_alpha: float = 1.0
     mmd_weight: float = 1.0
     sigma: float = 1.0
+    # The MIST code's schedule (module docstring): a separate MMD pass after the classifier pass,
+    # run only while the train/validation accuracy gap exceeds ``gap_threshold`` points.
+    separate: bool = False
+    gap_threshold: float = 3.0  # points (percent); used when ``separate``
+    skip_last_epoch: bool = False  # no MMD pass in the run's last epoch (MIST code); when ``separate``
+    class_wise: bool = True  # False: one MMD over the batch vs class-matched validation rows (MIST code)
 
     def check(self) -> None:
         if self.mixup_alpha < 0:
@@ -54,6 +66,9 @@ class MixupMmdParams:
             raise ConfigError(f"mixup_mmd: mmd_weight must be >= 0, got {self.mmd_weight}")
         if not self.sigma > 0:
             raise ConfigError(f"mixup_mmd: sigma must be positive, got {self.sigma}")
+        if not self.separate and (self.skip_last_epoch or self.gap_threshold != 3.0):
+            raise ConfigError("mixup_mmd: gap_threshold and skip_last_epoch belong to the separate MMD pass; "
+                              "set params.separate = true")
 
 
 def gaussian_kernel(a: torch.Tensor, b: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -107,7 +122,8 @@ class ValidationByClass:
 
 @register_step("mmd")
 def mmd_step(ctx: StepContext) -> float:
-    """One epoch of mixup CE + ``mmd_weight`` × class-wise MMD to the validation (reference) rows.
+    """One epoch of mixup CE + ``mmd_weight`` × class-wise MMD to the validation (reference) rows,
+    or (``separate``) a mixup/CE pass followed by the gated MMD pass; returns the classifier pass's loss.
 
     With ``mmd_weight = 0`` no validation rows are drawn, and the step is exactly ``sgd`` with mixup.
     """
@@ -116,19 +132,56 @@ def mmd_step(ctx: StepContext) -> float:
         raise ValueError("the mmd step needs a validation (reference) set; set reference_size > 0")
     valid = ValidationByClass(ctx.reference, ctx.y[torch.from_numpy(ctx.reference)].cpu().numpy(), ctx.num_classes)
     model = ctx.model
+    combined = p.mmd_weight > 0 and not p.separate
 
     def loss(pos: np.ndarray, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         out = mixup_loss(model, xb, yb, p.mixup_alpha, ctx.rng) if p.mixup_alpha > 0 else F.cross_entropy(model(xb), yb)
-        return (out + p.mmd_weight * _batch_mmd(ctx, valid, xb, yb, p.sigma)) if p.mmd_weight > 0 else out
+        return (out + p.mmd_weight * _batch_mmd(ctx, valid, xb, yb, p)) if combined else out
 
-    return sgd_pass(model, ctx.x, ctx.y, ctx.rows, loss, lr=ctx.lr, batch_size=ctx.batch_size, rng=ctx.rng,
-                    momentum=ctx.momentum, weight_decay=ctx.weight_decay, device=ctx.device, what="mixup+MMD")
+    mean_loss = sgd_pass(model, ctx.x, ctx.y, ctx.rows, loss, lr=ctx.lr, batch_size=ctx.batch_size, rng=ctx.rng,
+                         momentum=ctx.momentum, weight_decay=ctx.weight_decay, device=ctx.device, what="mixup+MMD")
+    last = p.skip_last_epoch and ctx.epoch >= ctx.epochs
+    if p.separate and p.mmd_weight > 0 and not last and mmd_gate_open(ctx, p.gap_threshold):
+        mmd_pass(ctx, valid)
+    return mean_loss
+
+
+def accuracy_points(ctx: StepContext, rows: np.ndarray) -> float:
+    """Accuracy of ``ctx.model`` (eval mode, no gradient) on ``rows``, in percent."""
+    model, correct = ctx.model, 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(rows), 1024):
+            part = rows[start:start + 1024]
+            pred = model(gather(ctx.x, part, ctx.device)).argmax(1).cpu()
+            correct += int((pred == ctx.y[torch.from_numpy(part)].cpu()).sum())
+    model.train(was_training)
+    return 100.0 * correct / max(len(rows), 1)
+
+
+def mmd_gate_open(ctx: StepContext, threshold: float) -> bool:
+    """The MIST code's gate: train accuracy on the members minus validation accuracy on the
+    validation (reference) rows, both in points, exceeds ``threshold``."""
+    return accuracy_points(ctx, ctx.rows) - accuracy_points(ctx, ctx.reference) > threshold
+
+
+def mmd_pass(ctx: StepContext, valid: ValidationByClass) -> float:
+    """One pass over the members minimising ``mmd_weight`` × MMD alone (no cross-entropy): the
+    separate MMD pass of the MIST code. Returns its mean (weighted) MMD."""
+    p: MixupMmdParams = ctx.params
+
+    def loss(pos: np.ndarray, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return p.mmd_weight * _batch_mmd(ctx, valid, xb, yb, p)
+
+    return sgd_pass(ctx.model, ctx.x, ctx.y, ctx.rows, loss, lr=ctx.lr, batch_size=ctx.batch_size, rng=ctx.rng,
+                    momentum=ctx.momentum, weight_decay=ctx.weight_decay, device=ctx.device, what="MMD pass")
 
 
 def _batch_mmd(ctx: StepContext, valid: ValidationByClass, xb: torch.Tensor, yb: torch.Tensor,
-               sigma: float) -> torch.Tensor:
-    """Class-wise MMD between the batch's softmax outputs (with gradient) and those of validation
-    rows of the same classes (constants)."""
+               p: MixupMmdParams) -> torch.Tensor:
+    """MMD between the batch's softmax outputs (with gradient) and those of validation rows of the
+    same classes (constants): class by class (``class_wise``) or over the whole batch."""
     vrows, has = valid.draw(yb.cpu().numpy(), ctx.rng)
     if not has.any():
         return torch.zeros((), device=xb.device)
@@ -136,7 +189,7 @@ def _batch_mmd(ctx: StepContext, valid: ValidationByClass, xb: torch.Tensor, yb:
     members = torch.softmax(ctx.model(xb[keep]), dim=1)
     with torch.no_grad():
         others = torch.softmax(ctx.model(gather(ctx.x, vrows, ctx.device)), dim=1)
-    return class_mmd(members, others, yb[keep], sigma)
+    return class_mmd(members, others, yb[keep], p.sigma) if p.class_wise else mmd(members, others, p.sigma)
 
 
 def _check(cfg: RunConfig) -> None:

@@ -14,12 +14,21 @@ import pytest
 import torch
 
 from fedmist.config import RunConfig
-from fedmist.defenses.advreg import (PREFIX, AdvRegParams, InferenceModel, advreg_step, inference_gain,
-                                     init_attack, member_log_h)
-from fedmist.defenses.registry import aux_part, model_part
+from fedmist.defenses import advreg as ar
+from fedmist.defenses.advreg import (
+    PREFIX,
+    AdvRegParams,
+    InferenceModel,
+    advreg_step,
+    inference_gain,
+    init_attack,
+    member_log_h,
+)
+from fedmist.defenses.registry import aux_part, get_defense, model_part
+from fedmist.errors import ConfigError
+from fedmist.flower.simulation import train_runs
 from fedmist.models import build_model
 from fedmist.runs.rundir import open_run, prepare_config
-from fedmist.flower.simulation import train_runs
 from fedmist.training.steps import StepContext
 
 
@@ -115,3 +124,98 @@ def test_flower_simulation_round_trips_h_and_writes_defense_pt(tmp_path: Path) -
     train_runs([run], 1, "inprocess")
     for k, v in aux_part(run.state).items():
         torch.testing.assert_close(aux[k], v, rtol=0, atol=1e-6)
+
+
+# --- the settings of HAMP's artefact: k inner attack batches, logits, Adam, the MSE objective ---
+
+
+RECIPES = Path(__file__).resolve().parents[2] / "fedmist" / "recipes"
+
+
+def test_k_inner_attack_batches_of_attack_batch_size_per_classifier_batch(
+        tiny_cfg: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[int, int]] = []
+    real = ar.attack_loss
+
+    def counting(h, members, reference, objective):
+        seen.append((len(members[0]), len(reference[0])))
+        return real(h, members, reference, objective)
+
+    monkeypatch.setattr(ar, "attack_loss", counting)
+    ctx = _ctx(tiny_cfg, AdvRegParams(k=3, attack_batch_size=7))
+    advreg_step(ctx)  # 40 members, batches of 10: 4 classifier batches
+    assert len(seen) == 4 * 3 and set(seen) == {(7, 7)}
+    seen.clear()
+    advreg_step(_ctx(tiny_cfg, AdvRegParams(k=2)))  # attack batches as large as the classifier's
+    assert len(seen) == 4 * 2 and set(seen) == {(10, 10)}
+
+
+def test_h_reads_logits_or_softmax() -> None:
+    logits = torch.tensor([[2.0, -1.0, 0.5]])
+    assert torch.equal(ar.attack_view(logits, AdvRegParams(attack_input="logits")), logits)
+    torch.testing.assert_close(ar.attack_view(logits, AdvRegParams()), torch.softmax(logits, 1))
+
+
+def test_mse_objective_against_hand_values() -> None:
+    onehot = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    members = (torch.tensor([[0.9, 0.1], [0.2, 0.8]]), onehot)  # z = 0.8, 0.6
+    reference = (torch.tensor([[0.5, 0.5]]), torch.tensor([[0.0, 1.0]]))  # z = 0
+    def s(z: float) -> float:
+        return 1 / (1 + math.exp(-z))
+
+    expected = ((s(0.8) - 1) ** 2 + (s(0.6) - 1) ** 2 + s(0.0) ** 2) / 3
+    assert float(ar.attack_loss(_linear_h, members, reference, "mse")) == pytest.approx(expected, abs=1e-6)
+    assert float(ar.attack_loss(_linear_h, members, reference, "log")) == pytest.approx(
+        -float(inference_gain(_linear_h, members, reference)), abs=1e-6)
+    assert float(ar.classifier_penalty(_linear_h, *members, "mse")) == pytest.approx((s(0.8) + s(0.6)) / 2, abs=1e-6)
+    assert float(ar.classifier_penalty(_linear_h, *members, "log")) == pytest.approx(
+        float(member_log_h(_linear_h, *members)), abs=1e-6)
+
+
+def test_adam_for_h_when_asked() -> None:
+    h = InferenceModel(3)
+    assert isinstance(ar.make_attack_optimizer(h, AdvRegParams(attack_optimizer="adam", attack_lr=1e-4), 0.9),
+                      torch.optim.Adam)
+    assert isinstance(ar.make_attack_optimizer(h, AdvRegParams(), 0.9), torch.optim.SGD)
+
+
+def test_an_epoch_with_the_artefact_options_trains_h_and_regularises(tiny_cfg: RunConfig) -> None:
+    options = {"k": 3, "attack_batch_size": 5, "attack_input": "logits", "attack_optimizer": "adam",
+               "attack_lr": 1e-3, "objective": "mse"}
+    ctx = _ctx(tiny_cfg, AdvRegParams(alpha=10.0, **options))
+    before = {k: v.clone() for k, v in ctx.aux.items()}
+    assert np.isfinite(advreg_step(ctx))
+    assert any(not torch.equal(ctx.aux[k], before[k]) for k in before)
+    plain = _ctx(tiny_cfg, AdvRegParams(alpha=0.0, **options))
+    advreg_step(plain)
+    assert any(not torch.allclose(a, b) for a, b in zip(ctx.model.state_dict().values(),
+                                                         plain.model.state_dict().values()))
+
+
+def test_bad_artefact_options_are_config_errors() -> None:
+    spec = get_defense("advreg")
+    for key, value in (("attack_input", "probs"), ("attack_optimizer", "rmsprop"), ("objective", "bce"),
+                       ("attack_batch_size", -1), ("classifier_optimizer", "lbfgs")):
+        with pytest.raises(ConfigError, match=key):
+            spec.parse_params({key: value})
+
+
+def test_artefact_preset_loads_and_is_accepted() -> None:
+    cfg = prepare_config(RunConfig.from_toml(RECIPES / "location-advreg-artefact.toml"))
+    p = get_defense("advreg").parse_params(cfg.params)
+    assert (cfg.defense, cfg.epochs, cfg.batch_size, cfg.reference_size) == ("advreg", 50, 64, 2000)
+    assert p == AdvRegParams(alpha=10.0, k=15, attack_lr=1e-4, attack_batch_size=32, attack_input="logits",
+                             attack_optimizer="adam", objective="mse", classifier_optimizer="adam")
+    assert (cfg.lr, cfg.lr_schedule) == (0.001, [25, 25])
+
+
+def test_adam_for_the_classifier_when_asked(tiny_cfg: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    used: list[str] = []
+    real = ar.adam_pass
+    monkeypatch.setattr(ar, "adam_pass", lambda ctx, loss: used.append("adam") or real(ctx, loss))
+    sgd, adam = _ctx(tiny_cfg, AdvRegParams(k=1)), _ctx(tiny_cfg, AdvRegParams(k=1, classifier_optimizer="adam"))
+    advreg_step(sgd)
+    assert used == []
+    assert np.isfinite(advreg_step(adam)) and used == ["adam"]
+    assert any(not torch.allclose(a, b) for a, b in zip(sgd.model.state_dict().values(),
+                                                         adam.model.state_dict().values()))

@@ -11,13 +11,22 @@ import pytest
 import torch
 
 from fedmist.config import RunConfig
+from fedmist.defenses import dmp as dm
 from fedmist.defenses.dmp import ROWS, TARGETS, entropy, lowest_entropy, soften
-from fedmist.runs.inprocess import InProcessFederation
+from fedmist.defenses.registry import get_defense
 from fedmist.engine.loop import train
-from fedmist.training.workspace import get_workspace
 from fedmist.errors import ConfigError
+from fedmist.models import build_model
+from fedmist.runs.inprocess import InProcessFederation
 from fedmist.runs.rundir import open_run, prepare_config, train_run
-from tests.defenses.test_selena import Interrupted, RecordingFederation, StopAfter, _softmax_np
+from fedmist.training.steps import StepContext
+from fedmist.training.workspace import get_workspace
+from tests.defenses.test_selena import (
+    Interrupted,
+    RecordingFederation,
+    StopAfter,
+    _softmax_np,
+)
 
 
 def dmp_cfg(**params) -> RunConfig:
@@ -113,3 +122,114 @@ def test_bad_knobs_are_config_errors() -> None:
     run = open_run(dmp_cfg(select_size=61), None)
     with pytest.raises(ConfigError, match="selects 61 of 60"):
         train_run(run, InProcessFederation())
+
+
+# --- synthetic rows from the members' feature marginals, labelled only by the teacher ---
+
+
+
+RECIPES = Path(__file__).resolve().parents[2] / "fedmist" / "recipes"
+
+
+def synthetic_cfg(**params) -> RunConfig:
+    return prepare_config(RunConfig(dataset="synthetic:240x12x3", model="mlp-small", defense="dmp", epochs=2,
+                                     batch_size=20, train_size=120, seed=7, reference_size=0,
+                                     params={"synthetic_rows": 50, **params}))
+
+
+def test_synthetic_features_come_from_each_columns_member_values() -> None:
+    members = np.array([[0.0, 10.0, 100.0], [1.0, 11.0, 101.0], [2.0, 12.0, 102.0]], dtype=np.float32)
+    rows = dm.synthetic_features(members, 200, seed=3)
+    assert rows.shape == (200, 3)
+    for j in range(3):
+        assert set(rows[:, j].tolist()) <= set(members[:, j].tolist())
+    assert len({tuple(r) for r in rows.tolist()}) > 3  # mixes of members, not copies of them
+    np.testing.assert_array_equal(rows, dm.synthetic_features(members, 200, seed=3))
+
+
+def test_synthetic_seed_depends_on_the_member_set_only() -> None:
+    assert dm.synthetic_seed(np.array([5, 1, 9])) == dm.synthetic_seed(np.array([1, 9, 5]))
+    assert dm.synthetic_seed(np.array([5, 1, 9])) != dm.synthetic_seed(np.array([5, 1, 8]))
+
+
+def _synthetic_ctx(y: torch.Tensor) -> StepContext:
+    g = np.random.default_rng(3)
+    x = torch.from_numpy(g.normal(size=(80, 6)).astype(np.float32))
+    torch.manual_seed(0)
+    targets = np.abs(g.normal(size=(30, 3))).astype(np.float32)
+    targets /= targets.sum(1, keepdims=True)
+    targets[::3] = 0  # not selected
+    return StepContext(build_model("mlp-small", (6,), 3), x, y, np.arange(40), lr=0.1, batch_size=10, momentum=0.9,
+                       weight_decay=0.0, mixup_alpha=0.0, rng=np.random.default_rng(5), device="cpu", epoch=3,
+                       epochs=2, params=dm.DmpParams(synthetic_rows=30), num_classes=3, soft_targets=targets)
+
+
+def test_the_synthetic_student_step_never_reads_a_label() -> None:
+    labels = torch.from_numpy(np.random.default_rng(1).integers(0, 3, 80))
+    a, b = _synthetic_ctx(labels), _synthetic_ctx(torch.full((80,), -1))  # -1: no label at all
+    assert np.isfinite(dm.synthetic_distill_step(a))
+    dm.synthetic_distill_step(b)
+    for k, v in a.model.state_dict().items():
+        torch.testing.assert_close(b.model.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_student_on_synthetic_rows_with_the_teachers_soft_labels_and_no_member_label() -> None:
+    cfg = synthetic_cfg(select_size=30, temperature=2.0)
+    run = open_run(cfg, None)
+    members = run.split.members
+    assert len(run.split.reference) == 0 and len(members) == 120
+    fed = RecordingFederation()
+    train_run(run, fed)
+    student_jobs = [j for j in fed.local_jobs if j.epoch > cfg.epochs]
+    assert [j.epoch for j in student_jobs] == [3, 4] and all(j.step == dm.SYNTHETIC_STEP for j in student_jobs)
+    teacher = [j for j in fed.local_jobs if j.epoch <= cfg.epochs]
+    assert len(teacher) == 2 and not fed.predict_jobs  # the teacher labels the synthetic rows itself
+    job = student_jobs[0]
+    assert np.array_equal(job.train_rows, members)  # marginals of the members; never trained on as rows
+    assert job.soft_targets.shape == (50, 3)
+    chosen = job.soft_targets.sum(1) > 0
+    assert chosen.sum() == 30
+    # Hand check: the teacher (state after epoch 2) on the synthetic rows, entropy selection, T = 2.
+    ws = get_workspace(cfg)
+    feats = dm.synthetic_features(ws.x[torch.from_numpy(members)].float().numpy(), 50, dm.synthetic_seed(members))
+    teacher_state = fed.local_results[1].state
+    ws.model.load_state_dict(teacher_state)
+    ws.model.eval()
+    with torch.no_grad():
+        probs = torch.softmax(ws.model(torch.from_numpy(feats)), 1).double().numpy()
+    ent = -(probs * np.log(np.clip(probs, 1e-300, None))).sum(1)
+    assert set(np.flatnonzero(chosen).tolist()) == set(np.argsort(ent)[:30].tolist())
+    expected = np.sqrt(probs[chosen]) / np.sqrt(probs[chosen]).sum(1, keepdims=True)
+    np.testing.assert_allclose(job.soft_targets[chosen], expected, atol=1e-5)
+    assert 0.0 <= run.summary()["test_acc"] <= 1.0
+
+
+def test_synthetic_student_resumes_in_the_student_stage(tmp_path: Path) -> None:
+    cfg = synthetic_cfg()
+    whole = open_run(cfg, tmp_path / "whole")
+    train_run(whole, InProcessFederation())
+    expected = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
+    cut = open_run(cfg, tmp_path / "cut")
+    with pytest.raises(Interrupted):
+        train_run(cut, StopAfter(3))
+    resumed = open_run(cfg, tmp_path / "cut", resume=True)
+    train_run(resumed, InProcessFederation())
+    got = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0)
+
+
+def test_synthetic_knob_errors() -> None:
+    with pytest.raises(ConfigError, match="synthetic_rows"):
+        synthetic_cfg(synthetic_rows=-1)
+    run = open_run(synthetic_cfg(select_size=51), None)
+    with pytest.raises(ConfigError, match="selects 51 of 50 synthetic rows"):
+        train_run(run, InProcessFederation())
+
+
+def test_artefact_preset_loads_and_is_accepted() -> None:
+    cfg = prepare_config(RunConfig.from_toml(RECIPES / "location-dmp-artefact.toml"))
+    p = get_defense("dmp").parse_params(cfg.params)
+    assert (cfg.defense, cfg.epochs, cfg.reference_size, cfg.lr_schedule) == ("dmp", 100, 0, [120, 180])
+    assert p == dm.DmpParams(temperature=1.0, select_fraction=1.0, distill_epochs=200, distill_lr=0.1,
+                             synthetic_rows=10000)
