@@ -44,8 +44,8 @@ def _root() -> None:
 
 
 def _attach_subcommands() -> None:
-    from fedmist.data.cli import data_app
-    from fedmist.deploy.cli import deploy_app
+    from fedmist.cli.data import data_app
+    from fedmist.cli.deploy import deploy_app
     app.add_typer(data_app, name="data")
     app.add_typer(deploy_app, name="deploy")
 

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from fedmist.data import download, location, purchase, texas
 from fedmist.data.cifar import CIFAR_FOLDERS, cifar_files, load_cifar10
-from fedmist.data.cli import data_app
+from fedmist.cli.data import data_app
 from fedmist.data.download import (
     MIRROR_ENV,
     SOURCES,

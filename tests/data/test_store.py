@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedmist.data import location, purchase, texas
-from fedmist.data.cli import data_app
+from fedmist.cli.data import data_app
 from fedmist.data.formats import git_blob_sha1
 from fedmist.data.paths import DATA_ENV, resolve_data_dir
 from fedmist.data.store import DatasetStatus, import_dataset, list_datasets
