@@ -7,7 +7,12 @@
    times in ``metrics.json`` (start-up excluded), and the deploy / simulate ratio of the median
    epoch. The first epoch of a deployment also pays each SuperNode's one-time start-up (imports,
    dataset), so the median of 3+ epochs is the steady-state figure.
-2. Optionally (``--dropout``) the same deployment for 3 epochs with SuperNode 3 killed (SIGKILL)
+2. Optionally (``--compare-env KEY=VALUE``, repeatable) a second deployment in the same run with
+   those environment variables set on every process, e.g. ``FEDMIST_GRID_PULL_RETRY=0`` to measure
+   the deployment with Flower's own 1 s retries for reply objects beside fedmist's (before / after).
+   ``FEDMIST_ROUND_TIMING=1`` there (or in this process's environment) logs each round's push,
+   reply arrivals and time inside ``pull_messages`` to the ``--keep-logs`` copy of the run's log.
+3. Optionally (``--dropout``) the same deployment for 3 epochs with SuperNode 3 killed (SIGKILL)
    once epoch 1 is checkpointed: how long the server takes to notice (``round_timeout``) and
    finish the run.
 
@@ -15,6 +20,7 @@
     python experiments/bench_deploy.py --epochs 5 --dataset location
     python experiments/bench_deploy.py --dataset synthetic:240x12x3 --set model=mlp-small --set train_size=120
     python experiments/bench_deploy.py --dropout --round-timeout 30
+    python experiments/bench_deploy.py --epochs 3 --compare-env FEDMIST_GRID_PULL_RETRY=0
 
 The machine's other load makes single runs noisy: compare ratios from one side-by-side run.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -31,11 +38,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from fedmist import (
+    start_local_cluster,  # a SuperLink + SuperNodes on 127.0.0.1, TLS and node auth on
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.deploy.cluster import FEDMIST, deploy_run, make_cluster  # noqa: E402  (real processes on 127.0.0.1)
-
+FEDMIST = [sys.executable, "-m", "fedmist"]
 RECIPE = ROOT / "experiments" / "recipes" / "location-mist.toml"
 KEEP_LOGS: Path | None = None  # --keep-logs
 
@@ -57,28 +65,32 @@ def _metrics(out: Path) -> dict:
 def simulate(out: Path, recipe: Path, sets: list[str]) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run([*FEDMIST, "simulate", "--recipe", str(recipe), "--out", str(out),
-                           *[a for s in sets for a in ("--set", s)]], cwd=ROOT, capture_output=True, text=True)
+                           *[a for s in sets for a in ("--set", s)]], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
     if proc.returncode != 0:
         raise SystemExit(f"simulate failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     return time.perf_counter() - t0
 
 
-def deploy(tmp: Path, out: Path, recipe: Path, sets: list[str]) -> tuple[float, float]:
-    """(seconds to start SuperLink + SuperNodes, wall time of ``fedmist deploy run``)."""
+def deploy(tmp: Path, out: Path, recipe: Path, sets: list[str], env: dict[str, str] | None = None,
+           name: str = "") -> tuple[float, float]:
+    """(seconds to start SuperLink + SuperNodes, wall time of ``fedmist deploy run``); ``env``:
+    extra environment variables for every process of this deployment."""
     t0 = time.perf_counter()
-    cluster = make_cluster(tmp, nodes=4)
+    cluster = start_local_cluster(tmp, nodes=4, cwd=ROOT, env={**os.environ, **(env or {})})
     up = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
-        proc = deploy_run(cluster, out, sets, "--recipe", str(recipe), timeout=3600)
+        proc = cluster.deploy_run(out, sets, "--recipe", str(recipe), timeout=3600)
         wall = time.perf_counter() - t0
         starts = sum(n.text().count("Start `flwr-clientapp` process") for n in cluster.nodes.values())
         warm = sum(n.text().count("fedmist-clientapp: served") for n in cluster.nodes.values())
         if KEEP_LOGS is not None:
-            KEEP_LOGS.mkdir(parents=True, exist_ok=True)
+            logs = KEEP_LOGS / name if name else KEEP_LOGS
+            logs.mkdir(parents=True, exist_ok=True)
             for i, n in cluster.nodes.items():
-                (KEEP_LOGS / f"supernode-{i}.log").write_text(n.text())
-            (KEEP_LOGS / "deploy-run.log").write_text(proc.stdout)
+                (logs / f"supernode-{i}.log").write_text(n.text())
+            (logs / "deploy-run.log").write_text(proc.stdout)
     finally:
         cluster.stop()
     if proc.returncode != 0:
@@ -90,9 +102,8 @@ def deploy(tmp: Path, out: Path, recipe: Path, sets: list[str]) -> tuple[float, 
 
 def dropout(tmp: Path, out: Path, recipe: Path, sets: list[str], round_timeout: float) -> dict:
     sets = [s for s in sets if not s.startswith("epochs=")] + ["epochs=3", f"round_timeout={round_timeout:g}"]
-    cluster = make_cluster(tmp, nodes=4)
-    args = [*FEDMIST, "deploy", "run", "--superlink", cluster.address, "--certs", str(cluster.certs), "--out",
-            str(out), "--recipe", str(recipe), "--min-clients", "3", *[a for s in sets for a in ("--set", s)]]
+    cluster = start_local_cluster(tmp, nodes=4, cwd=ROOT)
+    args = cluster.deploy_command(out, sets, "--recipe", str(recipe), "--min-clients", "3")
     proc = subprocess.Popen(args, cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     try:
@@ -124,7 +135,13 @@ def main() -> None:
     ap.add_argument("--dropout", action="store_true", help="also measure a SuperNode killed mid-run")
     ap.add_argument("--round-timeout", type=float, default=30.0, help="round timeout of the --dropout run")
     ap.add_argument("--keep-logs", type=Path, default=None, help="copy the SuperNode and `deploy run` logs here")
+    ap.add_argument("--compare-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="also run a second deployment with these environment variables (repeatable)")
     args = ap.parse_args()
+    bad = [e for e in args.compare_env if "=" not in e]
+    if bad:
+        ap.error(f"--compare-env takes KEY=VALUE, got {bad[0]!r}")
+    compare_env = dict(e.split("=", 1) for e in args.compare_env)
     global KEEP_LOGS
     KEEP_LOGS = args.keep_logs
     sets = run_sets(args.dataset, args.epochs, args.sets)
@@ -133,8 +150,12 @@ def main() -> None:
         t0 = time.perf_counter()
         sim_wall = simulate(tmp / "sim", args.recipe, sets)
         (tmp / "deploy").mkdir()
-        up, dep_wall = deploy(tmp / "deploy", tmp / "dep", args.recipe, sets)
+        up, dep_wall = deploy(tmp / "deploy", tmp / "dep", args.recipe, sets, name="deploy" if compare_env else "")
         sim, dep = _metrics(tmp / "sim"), _metrics(tmp / "dep")
+        if compare_env:
+            (tmp / "deploy2").mkdir()
+            up2, dep2_wall = deploy(tmp / "deploy2", tmp / "dep2", args.recipe, sets, compare_env, name="compare")
+            dep2 = _metrics(tmp / "dep2")
         print(f"\n{args.epochs}-epoch MIST, {args.recipe.name} with {' '.join(sets)}, CPU, "
               f"bench took {time.perf_counter() - t0:.0f} s")
         print("| | simulate | deploy (TLS + node auth, 4 SuperNodes on 127.0.0.1) | deploy / simulate |")
@@ -148,6 +169,13 @@ def main() -> None:
         print(f"| median epoch s | {sim['median']:.2f} | {dep['median']:.2f} | {dep['median'] / sim['median']:.2f} |")
         print(f"| median epoch s, epoch 1 left out | {sim['steady']:.2f} | {dep['steady']:.2f} | "
               f"**{dep['steady'] / sim['steady']:.2f}** |")
+        if compare_env:
+            shown = " ".join(f"{k}={v}" for k, v in compare_env.items())
+            print(f"| deploy with {shown}: command wall s | | {dep2_wall:.1f} (+{up2:.1f} s to start) | "
+                  f"{dep2_wall / sim_wall:.2f} |")
+            print(f"| deploy with {shown}: epoch times s | | {', '.join(f'{e:.2f}' for e in dep2['epochs'])} | |")
+            print(f"| deploy with {shown}: median epoch s, epoch 1 left out | | {dep2['steady']:.2f} | "
+                  f"**{dep2['steady'] / sim['steady']:.2f}** |")
         print("(one side-by-side run on a shared machine: noisy)")
         if args.dropout:
             (tmp / "drop").mkdir()

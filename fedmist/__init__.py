@@ -7,6 +7,7 @@ imported on first use, so ``import fedmist`` stays light:
   ``load_run`` / ``LoadedRun``, ``query_model``, ``default_train_size``;
 - engines: ``InProcessFederation`` (no Flower), ``simulate_runs`` / ``train_runs`` (Flower's
   simulation), ``run_epoch`` (one MIST epoch), ``ShadowTrainer``, ``available_cores``;
+- deployment: ``start_local_cluster`` / ``LocalCluster`` (a SuperLink and N SuperNodes on 127.0.0.1);
 - data and models: ``get_workspace``, ``model_name_for``, ``predict_logits``, ``model_part``;
 - audits: ``lira_scores``, ``tpr_at_fpr``, ``expand_attack_names``, ``check_attacks``;
 - studies: ``CompareSettings``, ``make_cell``, ``run_cells``, ``cell_row``, ``aggregate``,
@@ -29,6 +30,7 @@ _PUBLIC = {
     "fedmist.runs.inprocess": ("InProcessFederation",),
     "fedmist.runs.shadows": ("ShadowTrainer", "available_cores"),
     "fedmist.flower.simulation": ("simulate_runs", "train_runs"),
+    "fedmist.deploy.local_cluster": ("start_local_cluster", "LocalCluster"),
     "fedmist.engine.loop": ("run_epoch",),
     "fedmist.training.workspace": ("get_workspace", "model_name_for"),
     "fedmist.training.evaluate": ("predict_logits",),

@@ -21,8 +21,10 @@ process re-executes itself once idle, so new code is never run with old modules.
 
 ``supernode`` runs ``flower-supernode`` itself with one change: its idle poll of the SuperLink
 (``time.sleep(3)`` between empty ``PullMessages``) and its wait for a reply (0.5 s steps) become a
-short back-off that restarts at 20 ms after every message. With warm ClientApps the 3 s poll
-would otherwise be most of a MIST round. Set ``FEDMIST_SUPERNODE_POLL=0`` to keep Flower's sleeps.
+short back-off that restarts at 20 ms after every message and, for a minute after a message,
+grows to at most 0.5 s (``FEDMIST_SUPERNODE_ACTIVE_CAP``; then up to Flower's 3 s). With warm
+ClientApps the 3 s poll would otherwise be most of a MIST round. Set ``FEDMIST_SUPERNODE_POLL=0``
+to keep Flower's sleeps.
 """
 
 from __future__ import annotations
@@ -39,20 +41,35 @@ MARK = "fedmist-clientapp:"  # prefix of this process's log lines (tests count "
 FIRST_POLL_S = float(os.environ.get("FEDMIST_SUPERNODE_POLL", "0.02"))  # 0 = Flower's own sleeps
 MAX_ACQUIRE_POLL_S = 0.5  # the ClientApp process's slowest poll for tasks when idle
 BACKOFF = 1.5
+# Within a run the next message comes seconds after the last one, and the back-off would have
+# grown to ~1/3 of the gap (up to 3 s): for ACTIVE_WINDOW_S after a message, the SuperNode polls
+# the SuperLink at least every ACTIVE_POLL_CAP_S and the ClientApp process its SuperNode at least
+# every ACTIVE_ACQUIRE_CAP_S; after that they slow down to 3 s / MAX_ACQUIRE_POLL_S.
+ACTIVE_WINDOW_S = 60.0
+ACTIVE_POLL_CAP_S = float(os.environ.get("FEDMIST_SUPERNODE_ACTIVE_CAP", "0.5"))  # 3 = no active cap
+ACTIVE_ACQUIRE_CAP_S = float(os.environ.get("FEDMIST_CLIENTAPP_ACTIVE_CAP", "0.1"))  # 0.5 = no active cap
 
 
 class Backoff:
     """Poll intervals: ``first``, growing ``BACKOFF`` times per idle poll up to ``cap``; ``reset``
-    after activity."""
+    after activity. For ``active_window`` seconds after a reset the intervals stop growing at
+    ``active_cap`` instead (a run's next message comes within seconds; an idle node polls slowly)."""
 
-    def __init__(self, first: float, cap: float) -> None:
+    def __init__(self, first: float, cap: float, active_cap: float | None = None, active_window: float = 0.0) -> None:
         self.first, self.cap, self.current = first, cap, first
+        self.active_cap = cap if active_cap is None else min(active_cap, cap)
+        self.active_window = active_window
+        self.last_reset = float("-inf")
 
     def reset(self) -> None:
         self.current = self.first
+        self.last_reset = time.monotonic()
 
     def next(self, cap: float | None = None) -> float:
-        value = min(self.current, self.cap if cap is None else cap)
+        limit = self.cap if cap is None else cap
+        if time.monotonic() - self.last_reset < self.active_window:
+            limit = min(limit, self.active_cap)
+        value = min(self.current, limit)
         self.current = min(self.current * BACKOFF, self.cap)
         return value
 
@@ -70,7 +87,7 @@ def patch_supernode_polling(first: float = FIRST_POLL_S) -> bool:
     pull = getattr(sci, "_pull_and_store_message", None)
     if real_time is None or not callable(getattr(real_time, "sleep", None)) or not callable(pull):
         return False
-    backoff = Backoff(first, 3.0)
+    backoff = Backoff(first, 3.0, ACTIVE_POLL_CAP_S, ACTIVE_WINDOW_S)
 
     class _Time:
         """``time`` for that module only: ``sleep`` waits the back-off, never longer than asked."""
@@ -269,7 +286,7 @@ class WarmClientApp:
             server_address=self.address, insecure=True, root_certificates=None, retry_invoker=retry,
             interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")])
         threading.Thread(target=self.worker, name="warm-clientapp", daemon=True).start()
-        backoff = Backoff(0.01, MAX_ACQUIRE_POLL_S)
+        backoff = Backoff(0.01, MAX_ACQUIRE_POLL_S, ACTIVE_ACQUIRE_CAP_S, ACTIVE_WINDOW_S)
         connected = False
         while True:
             if self.restart and not self.busy.is_set():

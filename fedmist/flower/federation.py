@@ -8,6 +8,7 @@ results than jobs only when ``cfg.min_clients`` allows it; otherwise it raises F
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -34,6 +35,9 @@ Log = Callable[[str], None]
 
 # Seconds between polls for replies over the network (the in-memory simulation grid polls faster).
 DEPLOY_POLL_S = 0.1
+# FEDMIST_ROUND_TIMING=1: log where each round's time goes on the server (push, each reply's
+# arrival, time inside pull_messages, i.e. fetching replies' objects, and unpacking).
+ROUND_TIMING = os.environ.get("FEDMIST_ROUND_TIMING", "") not in ("", "0")
 
 
 def wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
@@ -75,11 +79,19 @@ class FlowerFederation:
                unpack: Callable[[RecordDict, J], R]) -> list[R]:
         self.round += 1
         self.rejected = {}
+        t0 = time.perf_counter()
         pending = self._send(cfg, kind, jobs, pack)
+        t_pushed = time.perf_counter()
+        arrivals: list[float] = []
+        in_pull = 0.0
         results: dict[int, R] = {}
         deadline = time.monotonic() + cfg.round_timeout
         while pending:
-            for reply in self.grid.pull_messages(list(pending)):
+            t_pull = time.perf_counter()
+            replies = self.grid.pull_messages(list(pending))
+            in_pull += time.perf_counter() - t_pull
+            for reply in replies:
+                arrivals.append(time.perf_counter() - t0)
                 job = pending.pop(reply.metadata.reply_to_message_id, None)
                 if job is None:
                     continue
@@ -96,6 +108,10 @@ class FlowerFederation:
             time.sleep(self.poll)
         for job in pending.values():
             self._reject(kind, job, f"no reply within {cfg.round_timeout:g} s")
+        if ROUND_TIMING:
+            self.log(f"timing: {kind} round {self.round}: {time.perf_counter() - t0:.2f} s; pack+push "
+                     f"{t_pushed - t0:.2f} s, replies at {', '.join(f'{a:.2f}' for a in arrivals)} s, "
+                     f"in pull_messages {in_pull:.2f} s")
         need = quorum(cfg, len(jobs))
         if len(results) < need:
             detail = "; ".join(f"client {c}: {why}" for c, why in sorted(self.rejected.items()))
