@@ -70,7 +70,8 @@ def compare_command(explicit: dict[str, Any], defenses: str | None, attacks: str
     request = {"dataset": dataset, "defenses": defense_list, "attacks": names, "seeds": seed_list,
                "shadows": shadows, "shadows_for": per_defense, "audit_seed": audit_seed, "bootstrap": bootstrap,
                "max_acc_drop": max_acc_drop, "overrides": overrides}
-    claim_output(out / "compare.json", request, force)
+    tables = tuned if tuned is not None else out  # matched-utility tables beside their recipes, not over the first
+    claim_output(tables / "compare.json", request, force)
     for cell in cells:  # a stale cell stops the comparison before anything trains
         check_reuse(cell.config, cell.run_dir, force)
     settings = CompareSettings(names, shadows, audit_seed, shadow_engine, bootstrap, jobs, ray_address, per_defense,
@@ -107,10 +108,10 @@ def compare_command(explicit: dict[str, Any], defenses: str | None, attacks: str
               "process tree (Ray included), relative to SGD; paper factor = number of models trained.")
     if failed:
         header += f"\n\nFailed cells (see logs): {', '.join(failed)}"
-    write_table(table, out, header)
+    write_table(table, tables, header)
     console.print(markdown_table(table))
-    console.print(f"wrote {out / 'compare.csv'}, {out / 'compare.md'}, {out / 'tradeoff.png'}")
-    announce_report(out)
+    console.print(f"wrote {tables / 'compare.csv'}, {tables / 'compare.md'}, {tables / 'tradeoff.png'}")
+    announce_report(tables)
     if failed:
         raise ConfigError(f"{len(failed)} cell(s) failed: {', '.join(failed)}; the table has the others")
     return table
