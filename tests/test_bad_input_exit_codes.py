@@ -10,7 +10,6 @@ a few processes at a time, once per session). ``N_BAD_INPUTS`` counts the comman
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+
+from tests.sessions import run_in_session
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "experiments"
@@ -187,15 +188,7 @@ N_BAD_INPUTS = len(CASES)
 def _run(case: Case, tmp: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     """One command line in its own process group (killed whole if it outlives the limit)."""
     argv = [a.replace("{tmp}", str(tmp)).replace("{out}", str(tmp / "out" / case.id)) for a in case.argv]
-    proc = subprocess.Popen(argv, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=LIMIT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        err += f"\nTIMEOUT: still running after {LIMIT_S} s (did it start training?)"
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    return run_in_session(argv, tmp, env, LIMIT_S, f"TIMEOUT: still running after {LIMIT_S} s (did it start training?)")
 
 
 @pytest.fixture(scope="module")

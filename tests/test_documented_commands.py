@@ -52,7 +52,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -60,6 +59,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+
+from tests.sessions import run_in_session
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -297,21 +298,9 @@ def _workdir(workdirs: dict[str, Path], document: str) -> Path:
 
 
 def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``argv`` in its own session; anything it left running (Ray workers, Flower processes) is killed."""
     env = {**os.environ, "FEDMIST_DATA": os.environ.get("FEDMIST_DATA") or str(_data_dir()), "COLUMNS": "120"}
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=LIMIT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        err += f"\n[killed after {LIMIT_S} s]"
-    finally:
-        try:  # anything the command left in its session (Ray workers, Flower processes)
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    return run_in_session(argv, cwd, env, LIMIT_S, f"[killed after {LIMIT_S} s]")
 
 
 @pytest.mark.parametrize("command", TO_RUN, ids=[f"{c.document}:{c.line}" for c in TO_RUN])
