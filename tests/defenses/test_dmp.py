@@ -90,6 +90,21 @@ def test_student_trains_only_on_the_lowest_entropy_reference_rows_with_softened_
     assert np.abs(student_jobs[0].soft_targets - p).max() > 1e-3  # softer than T=1
 
 
+def _interrupt_in_the_student_then_resume(cfg: RunConfig, path: Path, expected: dict) -> dict:
+    """Train to epoch 3 (the student's first) and die, resume, and end with exactly ``expected``'s
+    weights; returns the checkpoint the interrupted run left."""
+    cut = open_run(cfg, path)
+    with pytest.raises(Interrupted):  # dies in the student's second epoch
+        train_run(cut, StopAfter(3))
+    ckpt = torch.load(path / "checkpoint.pt", weights_only=False)
+    resumed = open_run(cfg, path, resume=True)
+    train_run(resumed, InProcessFederation())
+    got = torch.load(path / "model.pt", weights_only=True)
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0)
+    return ckpt
+
+
 def test_in_process_end_to_end_and_resume_in_the_student_stage(tmp_path: Path) -> None:
     cfg = dmp_cfg()
     whole = open_run(cfg, tmp_path / "whole")
@@ -102,16 +117,8 @@ def test_in_process_end_to_end_and_resume_in_the_student_stage(tmp_path: Path) -
     expected = torch.load(out / "model.pt", weights_only=True)
     assert sorted(expected) == sorted(get_workspace(cfg).model.state_dict())
 
-    cut = open_run(cfg, tmp_path / "cut")
-    with pytest.raises(Interrupted):  # dies in the student's second epoch
-        train_run(cut, StopAfter(3))
-    ckpt = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    ckpt = _interrupt_in_the_student_then_resume(cfg, tmp_path / "cut", expected)
     assert ckpt["epoch"] == 3 and ROWS in ckpt["state"] and TARGETS in ckpt["state"]
-    resumed = open_run(cfg, tmp_path / "cut", resume=True)
-    train_run(resumed, InProcessFederation())
-    got = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
-    for k in expected:
-        torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0)
 
 
 def test_bad_knobs_are_config_errors() -> None:
@@ -209,14 +216,7 @@ def test_synthetic_student_resumes_in_the_student_stage(tmp_path: Path) -> None:
     whole = open_run(cfg, tmp_path / "whole")
     train_run(whole, InProcessFederation())
     expected = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
-    cut = open_run(cfg, tmp_path / "cut")
-    with pytest.raises(Interrupted):
-        train_run(cut, StopAfter(3))
-    resumed = open_run(cfg, tmp_path / "cut", resume=True)
-    train_run(resumed, InProcessFederation())
-    got = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
-    for k in expected:
-        torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0)
+    _interrupt_in_the_student_then_resume(cfg, tmp_path / "cut", expected)
 
 
 def test_synthetic_knob_errors() -> None:
