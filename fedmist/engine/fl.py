@@ -28,7 +28,7 @@ from fedmist.config import RunConfig, parse_client
 from fedmist.data.fl_partition import class_histograms, partition_rows
 from fedmist.engine.loop import RoundPlan, train_rounds
 from fedmist.engine.recording import Recorder, check_budget, estimate_bytes
-from fedmist.training.jobs import DefenseHooks, Federation, State, model_part
+from fedmist.training.jobs import AUX, DefenseHooks, Federation, State, model_part
 from fedmist.training.privacy import epsilon_spent
 from fedmist.training.workspace import get_workspace
 
@@ -89,24 +89,24 @@ def add_noise_(state: State, cfg: RunConfig, rnd: int, m: int) -> None:
     std = compute_stdv(cfg.fl_dp_noise, cfg.fl_dp_clip, m)
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, 0xD9, rnd]).generate_state(1, dtype=np.uint64)[0] % (2**62)))
     for k, v in state.items():
-        if v.is_floating_point() and not k.startswith("aux/"):
+        if v.is_floating_point() and not k.startswith(AUX):
             state[k] = v + std * torch.randn(v.shape, generator=gen, dtype=torch.float64).to(v.dtype)
 
 
 def fl_plan(cfg: RunConfig, parts: list[np.ndarray], weights: dict[int, float], ascent: np.ndarray | None = None,
             recorder: Recorder | None = None) -> RoundPlan:
-    """A round of real FL: each client its own rows, data-size weights, DP-FedAvg's noise after the
-    average, the active attacker's targets, and the recording of what every party observes."""
+    """A round of real FL, the same every round: each client its own rows, data-size weights,
+    DP-FedAvg's noise after the average, the active attacker's targets, and the recording of what
+    every party observes."""
     attacker = parse_client(cfg.active_attack, cfg.clients, "active_attack") if cfg.active_attack else -1
 
-    def after_average(state: State, m: int) -> None:
+    def after_average(state: State, m: int, rnd: int) -> None:
         if cfg.fl_dp_noise > 0:
-            add_noise_(state, cfg, _round[0], m)
+            add_noise_(state, cfg, rnd, m)
 
-    def on_uploads(start: State, phase1: dict[int, State] | None, uploads: dict[int, State],
+    def on_uploads(rnd: int, start: State, phase1: dict[int, State] | None, uploads: dict[int, State],
                    shares: dict[int, float]) -> dict:
         extra: dict = {}
-        rnd = _round[0]
         if attacker >= 0:
             n = 0 if ascent is None else len(ascent)
             extra["active_attack"] = f"client {attacker}: gradient ascent on {n} target rows"
@@ -118,15 +118,9 @@ def fl_plan(cfg: RunConfig, parts: list[np.ndarray], weights: dict[int, float], 
             extra["record_seconds"] = recorder.seconds
         return extra
 
-    _round = [0]  # the round being planned (set by ``plan_for``)
-    plan = RoundPlan(parts, virtual_targets=False, weights=weights, after_average=after_average,
+    return RoundPlan(parts, virtual_targets=False, weights=weights, after_average=after_average,
                      on_uploads=on_uploads, labels=("local training", "xdiff"),
                      ascent={attacker: ascent} if attacker >= 0 and ascent is not None else {})
-
-    def plan_for(rnd: int) -> RoundPlan:
-        _round[0] = rnd
-        return plan
-    return plan_for
 
 
 def train_fl(run: Any, spec: DefenseHooks, federation: Federation) -> State:
@@ -149,8 +143,8 @@ def train_fl(run: Any, spec: DefenseHooks, federation: Federation) -> State:
     if cfg.record_updates and run.path is not None:
         check_budget(n_floats(run.state), cfg.clients, cfg.epochs, spec.xdiff, cfg.max_record_gb)
         recorder = Recorder(run.path / "updates")
-    state = train_rounds(cfg, spec, federation, run.state, fl_plan(cfg, parts, weights, ascent, recorder),
-                         run.start_epoch, run.on_epoch)
+    plan = fl_plan(cfg, parts, weights, ascent, recorder)
+    state = train_rounds(cfg, spec, federation, run.state, lambda rnd: plan, run.start_epoch, run.on_epoch)
     fl = {"partition": cfg.partition, "clients": cfg.clients, "rounds": cfg.epochs, "local_epochs": cfg.local_epochs,
           "algorithm": fl_algorithm(cfg, spec), "client_sizes": [int(len(p)) for p in parts],
           "aggregation_weights": [weights[k] for k in range(len(parts))]}

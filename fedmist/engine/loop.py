@@ -55,9 +55,9 @@ class RoundPlan:
     reference: np.ndarray = field(default_factory=lambda: EMPTY)  # held-out rows a defense's step may use
     ascent: dict[int, np.ndarray] = field(default_factory=dict)  # FL active attacker's target rows
     weights: dict[int, float] | None = None  # aggregation weight per client; None = equal
-    after_average: Callable[[State, int], None] | None = None  # (new state, clients averaged), in place
+    after_average: Callable[[State, int, int], None] | None = None  # (new state, clients averaged, round), in place
     # (global state before, phase-1 states, uploads, normalised weights): FL's recording
-    on_uploads: Callable[[State, dict[int, State] | None, dict[int, State], dict[int, float]], dict] | None = None
+    on_uploads: Callable[[int, State, dict[int, State] | None, dict[int, State], dict[int, float]], dict] | None = None
     labels: tuple[str, str] = ("phase 1", "phase 2")  # names of the two phases in dropout messages
 
 
@@ -126,7 +126,7 @@ def run_round(cfg: RunConfig, spec: DefenseHooks, federation: Federation, state:
         new_state = average_states([uploads[c] for c in clients], [weights[c] for c in clients])
     new_state.update(kept)
     if plan.after_average is not None:
-        plan.after_average(new_state, len(clients))
+        plan.after_average(new_state, len(clients), epoch)
     t3 = time.perf_counter()
 
     report = EpochReport(epoch, lr, float(np.mean([r.loss for r in local])), xdiff_loss, t1 - t0, t2 - t1, t3 - t2)
@@ -138,7 +138,7 @@ def run_round(cfg: RunConfig, spec: DefenseHooks, federation: Federation, state:
         _log(f"epoch {epoch}: averaged {len(clients)} of {cfg.clients} clients; dropped {sorted(dropped)}")
     if plan.on_uploads is not None:
         phase1 = {r.client: r.state for r in local} if do_xdiff else None
-        report.extra.update(plan.on_uploads(state, phase1, uploads, weights))
+        report.extra.update(plan.on_uploads(epoch, state, phase1, uploads, weights))
     return new_state, report
 
 
