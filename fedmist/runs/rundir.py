@@ -235,29 +235,10 @@ def train_run(run: Run, federation: Federation) -> None:
     run.finish()
 
 
-def finished(path: Path, cfg: RunConfig) -> bool:
-    """True when ``path`` holds a finished run of ``cfg``; False when there is nothing to reuse there
-    (or an unfinished run of ``cfg`` that ``open_run(..., resume=True)`` continues). A run of another
-    config is an error naming the fields that differ, unless the caller passes ``force`` to
-    ``open_run``: a cache is reused only when its config equals the request."""
-    saved = read_config(path)
-    if saved is None:
-        return False
-    check_same_config(path, saved, cfg)
-    return (path / "model.pt").is_file()
-
-
 def read_config(path: Path) -> dict | None:
     """A run directory's ``config.json`` as a dict, or None when there is none."""
     cfg_file = path / "config.json"
     return json.loads(cfg_file.read_text()) if cfg_file.is_file() else None
-
-
-def check_same_config(path: Path, saved: dict, cfg: RunConfig) -> None:
-    differ = training_differences(saved, cfg)
-    if differ:
-        raise RunDirError(f"{path} holds a run of another config ({', '.join(differ)}); "
-                          "use another --out, or --force to replace it")
 
 
 def _resume(cfg: RunConfig, path: Path) -> Run:

@@ -55,7 +55,7 @@ def train_once(cfg: RunConfig, sets: Mapping[str, Any], recipe: Path | None, run
     Returns the cost of the training it did: peak memory (MB) and process seconds."""
     differ = check_reuse(cfg, run_dir, force)
     args = simulate_args(sets, recipe, run_dir)
-    if read_config(run_dir) is not None:
+    if (run_dir / "config.json").is_file():  # check_reuse has compared it with cfg
         if differ:
             args.append("--force")
         elif (run_dir / "model.pt").is_file():

@@ -31,7 +31,14 @@ from fedmist.config import display_name
 from fedmist.defenses import DEFENSES
 from fedmist.errors import ConfigError
 from fedmist.runs.recipes import default_recipe
-from fedmist.studies.compare import Cell, CompareSettings, cell_row, make_cell, run_cells
+from fedmist.runs.rundir import split_for
+from fedmist.studies.compare import (
+    Cell,
+    CompareSettings,
+    cell_row,
+    make_cell,
+    run_cells,
+)
 
 SHADOW_FREE = ["loss", "mentr", "confidence", "entropy"]
 SHADOWED = ["lira_online", "lira_offline", "lira_online_fixed", "lira_offline_fixed", "rmia"]
@@ -90,8 +97,6 @@ def point_cells(point: Point, dataset: str, seeds: Sequence[int], out: Path) -> 
 
 def _held_out(cell: Cell) -> int:
     """Rows the cell's defense holds out of the training budget (its split's reference set)."""
-    from fedmist.runs.rundir import split_for
-
     return int(len(split_for(cell.config).reference))
 
 
