@@ -21,6 +21,11 @@ from fedmist.training.workspace import get_workspace
 
 app = ClientApp()
 
+# Each client slot's last phase-1 reply, by the digest of its packed weights: a deployed
+# SuperNode keeps one ClientApp process, so ``train.xdiff`` may name these weights instead of
+# carrying them back (messages.pack_xdiff). Another process answers NotHeld and gets them sent.
+_HELD: dict[int, tuple[str, messages.State]] = {}
+
 
 def _threads(cfg_cpus: float) -> None:
     # One torch thread per CPU granted to this client: more threads than cores under Ray's
@@ -52,13 +57,16 @@ def train(msg: Message, context: Context) -> Message:
     faults.before(job.client, job.epoch, cfg.seed)
     result = run_local(get_workspace(cfg), cfg, job, get_defense(cfg.defense))
     result.state = faults.corrupt(job.client, job.epoch, cfg.seed, result.state)
-    return _reply(messages.pack_local_result(result), msg, context)
+    reply = messages.pack_local_result(result)
+    if messages.hold_asked(msg.content):
+        _HELD[job.client] = (messages.weights_digest(reply), result.state)
+    return _reply(reply, msg, context)
 
 
 @app.train("xdiff")
 def xdiff(msg: Message, context: Context) -> Message:
     """Phase 2: cross-difference pass against the targets (or the peers' weights)."""
-    cfg, job = messages.unpack_xdiff(msg.content)
+    cfg, job = messages.unpack_xdiff(msg.content, held=dict(_HELD.values()))
     cfg = _local_cfg(cfg, context)
     faults.before(job.client, job.epoch, cfg.seed)
     result = run_xdiff(get_workspace(cfg), cfg, job)

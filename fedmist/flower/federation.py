@@ -8,6 +8,7 @@ results than jobs only when ``cfg.min_clients`` allows it; otherwise it raises F
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -57,26 +58,53 @@ def wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
 
 
 class FlowerFederation:
-    def __init__(self, grid: Grid, nodes: list[int], poll: float = DEPLOY_POLL_S, log: Log = print) -> None:
+    """``hold_weights`` (deployments): clients keep their phase-1 weights and ``train.xdiff`` names
+    them by digest instead of sending them back, a quarter of an epoch's bytes through the
+    SuperLink; a client that lost them (restarted process) answers NOT_HELD and gets them sent."""
+
+    def __init__(self, grid: Grid, nodes: list[int], poll: float = DEPLOY_POLL_S, log: Log = print,
+                 hold_weights: bool = False) -> None:
         self.grid = grid
         self.nodes = nodes
         self.poll = poll
         self.log = log
+        self.hold_weights = hold_weights
+        self.held: dict[int, tuple[str, dict]] = {}  # client -> (digest, state) of its last phase-1 reply
         self.round = 0
         self.rejected: dict[int, str] = {}  # client -> why, for the last round (read by the epoch loop)
         self.partition_of: dict[int, int] = {}  # node -> its SuperNode's partition-id (from its replies)
 
     def local(self, cfg: RunConfig, jobs: list[LocalJob]) -> list[LocalResult]:
-        return self._round(cfg, messages.TRAIN, jobs, messages.pack_local, messages.unpack_local_result)
+        self.held = {}
+
+        def unpack(content: RecordDict, job: LocalJob) -> LocalResult:
+            result = messages.unpack_local_result(content, job)
+            if self.hold_weights:
+                self.held[job.client] = (messages.weights_digest(content), result.state)
+            return result
+
+        pack = functools.partial(messages.pack_local, hold=self.hold_weights)
+        return self._round(cfg, messages.TRAIN, jobs, pack, unpack)
 
     def xdiff(self, cfg: RunConfig, jobs: list[XdiffJob]) -> list[XdiffResult]:
-        return self._round(cfg, messages.XDIFF, jobs, messages.pack_xdiff, messages.unpack_xdiff_result)
+        def pack_named(cfg: RunConfig, job: XdiffJob) -> RecordDict:
+            digest, state = self.held.get(job.client, (None, None))
+            return messages.pack_xdiff(cfg, job, held=digest if state is job.state else None)
+
+        try:
+            return self._round(cfg, messages.XDIFF, jobs, pack_named, messages.unpack_xdiff_result,
+                               resend=messages.pack_xdiff)
+        finally:
+            self.held = {}
 
     def predict(self, cfg: RunConfig, jobs: list[PredictJob]) -> list[PredictResult]:
         return self._round(cfg, messages.PREDICT, jobs, messages.pack_predict, messages.unpack_predict_result)
 
     def _round(self, cfg: RunConfig, kind: str, jobs: list[J], pack: Callable[[RunConfig, J], RecordDict],
-               unpack: Callable[[RecordDict, J], R]) -> list[R]:
+               unpack: Callable[[RecordDict, J], R],
+               resend: Callable[[RunConfig, J], RecordDict] | None = None) -> list[R]:
+        """One message per job, replies validated; a NOT_HELD error reply is answered once more
+        with ``resend``'s message (the weights themselves) within the same deadline."""
         self.round += 1
         self.rejected = {}
         t0 = time.perf_counter()
@@ -96,7 +124,11 @@ class FlowerFederation:
                 if job is None:
                     continue
                 if reply.has_error():
-                    self._reject(kind, job, f"client error: {reply.error.reason}")
+                    if resend is not None and messages.NOT_HELD in reply.error.reason:
+                        self.log(f"client {job.client} no longer holds its phase-1 weights; sending them")
+                        pending.update(self._send(cfg, kind, [job], resend))
+                    else:
+                        self._reject(kind, job, f"client error: {reply.error.reason}")
                     continue
                 self._remember_partition(reply)
                 try:

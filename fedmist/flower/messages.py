@@ -7,7 +7,11 @@ true-class probabilities on the peers' rows, saving the separate ``query.predict
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import zipfile
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -23,8 +27,45 @@ class BadReply(ValueError):
     """A client's reply cannot be used (NaN/Inf, wrong names or shapes)."""
 
 
-def _arrays(**named: np.ndarray) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in named.items()})
+#: Error reason of a ``train.xdiff`` whose held phase-1 weights the client no longer has (its
+#: ClientApp process restarted): the server then sends the weights themselves.
+NOT_HELD = "fedmist: phase-1 weights not held"
+
+
+class NotHeld(LookupError):
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"{NOT_HELD} ({digest[:12]})")
+
+
+NPZ = "numpy.npz"  # the stype of a bundle: an uncompressed .npz file in one Flower Array
+
+
+def bundle(named: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Several arrays as one Flower ``Array`` holding an uncompressed ``.npz``.
+
+    Why: Flower sends every ``Array`` (and each of its 5 MB chunks) as an object of its own, and a
+    deployment fetches each object with its own HTTPS request on every hop (ServerApp → SuperLink
+    → SuperNode → ClientApp and back). A Location message of 10 weight tensors and 4 row arrays was
+    ~30 objects; bundled it is ~10. Lossless: names, dtypes and shapes travel inside the file.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as npz:  # np.savez's format, any key allowed
+        for name, value in named.items():
+            with npz.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
+    data = buf.getvalue()
+    return ArrayRecord({"npz": Array(dtype="uint8", shape=(len(data),), stype=NPZ, data=data)})
+
+
+def unbundle(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """The arrays of a :func:`bundle`, in their order; ``BadReply`` for anything else."""
+    if list(record.keys()) != ["npz"] or record["npz"].stype != NPZ:
+        raise BadReply(f"expected one {NPZ} array, got {list(record.keys())}")
+    try:
+        with np.load(io.BytesIO(record["npz"].data), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as err:
+        raise BadReply(f"unreadable {NPZ} array: {err}") from err
 
 
 def _meta(cfg: RunConfig, client: int, epoch: int, lr: float) -> ConfigRecord:
@@ -38,43 +79,48 @@ def config_of(content: RecordDict) -> tuple[RunConfig, int, int, float]:
 
 
 def state_record(state: State) -> ArrayRecord:
-    return ArrayRecord({k: Array(v.detach().cpu().numpy()) for k, v in state.items()})
+    return bundle({k: v.detach().cpu().numpy() for k, v in state.items()})
 
 
 def record_state(record: ArrayRecord) -> State:
-    return {k: torch.from_numpy(np.array(record[k].numpy())) for k in record.keys()}
+    return {k: torch.from_numpy(v) for k, v in unbundle(record).items()}
 
 
 # --- phase 1 -----------------------------------------------------------------------------------
-def pack_local(cfg: RunConfig, job: LocalJob) -> RecordDict:
+def pack_local(cfg: RunConfig, job: LocalJob, hold: bool = False) -> RecordDict:
+    """``hold``: ask the client to keep its phase-1 weights for ``train.xdiff`` (pack_xdiff)."""
     meta = _meta(cfg, job.client, job.epoch, job.lr)
     meta["step"] = job.step
+    meta["hold-weights"] = hold
     content = RecordDict({
         "meta": meta,
         "weights": state_record(job.state),
-        "rows": _arrays(train=job.train_rows, predict=job.predict_rows, reference=job.reference_rows,
-                        ascent=job.ascent_rows),
+        "rows": bundle({"train": job.train_rows, "predict": job.predict_rows, "reference": job.reference_rows,
+                         "ascent": job.ascent_rows}),
     })
     if job.soft_targets is not None:
-        content["soft-targets"] = _arrays(targets=job.soft_targets)
+        content["soft-targets"] = bundle({"targets": job.soft_targets})
     return content
+
+
+def hold_asked(content: RecordDict) -> bool:
+    return bool(content.config_records["meta"].get("hold-weights", False))
 
 
 def unpack_local(content: RecordDict) -> tuple[RunConfig, LocalJob]:
     cfg, client, epoch, lr = config_of(content)
-    rows = content.array_records["rows"]
-    soft = (content.array_records["soft-targets"]["targets"].numpy()
-            if "soft-targets" in content.array_records else None)
-    ascent = rows["ascent"].numpy() if "ascent" in rows.keys() else np.empty(0, dtype=np.int64)
+    rows = unbundle(content.array_records["rows"])
+    soft = _optional(content, "soft-targets", "targets")
+    ascent = rows.get("ascent", np.empty(0, dtype=np.int64))
     return cfg, LocalJob(client, epoch, lr, record_state(content.array_records["weights"]),
-                         rows["train"].numpy(), rows["predict"].numpy(), str(content.config_records["meta"]["step"]),
-                         rows["reference"].numpy(), soft, ascent)
+                         rows["train"], rows["predict"], str(content.config_records["meta"]["step"]),
+                         rows["reference"], soft, ascent)
 
 
 def pack_local_result(res: LocalResult) -> RecordDict:
     return RecordDict({
         "weights": state_record(res.state),
-        "probs": _arrays(probs=res.probs),
+        "probs": bundle({"probs": res.probs}),
         "metrics": MetricRecord({"loss": res.loss, "num-examples": res.n, "client": res.client, "seconds": res.seconds}),
     })
 
@@ -88,25 +134,44 @@ def unpack_local_result(content: RecordDict, job: LocalJob) -> LocalResult:
 
 
 # --- phase 2 -----------------------------------------------------------------------------------
-def pack_xdiff(cfg: RunConfig, job: XdiffJob) -> RecordDict:
-    content = RecordDict({
-        "meta": _meta(cfg, job.client, job.epoch, job.lr),
-        "weights": state_record(job.state),
-        "rows": _arrays(train=job.train_rows),
-    })
+def weights_digest(content: RecordDict) -> str:
+    """SHA-256 of a message's packed weights: the name under which a client holds them."""
+    return hashlib.sha256(content.array_records["weights"]["npz"].data).hexdigest()
+
+
+def pack_xdiff(cfg: RunConfig, job: XdiffJob, held: str | None = None) -> RecordDict:
+    """``held``: the digest of the client's own phase-1 reply, which it kept; the message then
+    names those weights instead of carrying them back (in a deployment each weight set crosses
+    three hops per direction, and phase 2 starts from exactly what phase 1 replied)."""
+    meta = _meta(cfg, job.client, job.epoch, job.lr)
+    content = RecordDict({"meta": meta, "rows": bundle({"train": job.train_rows})})
+    if held is None:
+        content["weights"] = state_record(job.state)
+    else:
+        meta["held-weights"] = held
     if job.targets is not None:
-        content["targets"] = _arrays(targets=job.targets)
+        content["targets"] = bundle({"targets": job.targets})
     for i, peer in enumerate(job.peer_states or []):
         content[f"peer-{i}"] = state_record(peer)
     return content
 
 
-def unpack_xdiff(content: RecordDict) -> tuple[RunConfig, XdiffJob]:
+def unpack_xdiff(content: RecordDict, held: Mapping[str, State] | None = None) -> tuple[RunConfig, XdiffJob]:
+    """The job; weights named by digest come from ``held`` (``NotHeld`` when absent)."""
     cfg, client, epoch, lr = config_of(content)
-    targets = content.array_records["targets"]["targets"].numpy() if "targets" in content.array_records else None
-    peers = [record_state(content.array_records[k]) for k in sorted(content.array_records) if k.startswith("peer-")]
-    return cfg, XdiffJob(client, epoch, lr, record_state(content.array_records["weights"]),
-                         content.array_records["rows"]["train"].numpy(), targets, peers or None)
+    meta, held = content.config_records["meta"], held or {}
+    if "held-weights" in meta:
+        digest = str(meta["held-weights"])
+        if digest not in held:
+            raise NotHeld(digest)
+        state = held[digest]
+    else:
+        state = record_state(content.array_records["weights"])
+    targets = _optional(content, "targets", "targets")
+    peers = [record_state(content.array_records[f"peer-{i}"])
+             for i in range(sum(k.startswith("peer-") for k in content.array_records))]
+    return cfg, XdiffJob(client, epoch, lr, state, unbundle(content.array_records["rows"])["train"], targets,
+                         peers or None)
 
 
 def pack_xdiff_result(res: XdiffResult) -> RecordDict:
@@ -130,18 +195,18 @@ def pack_predict(cfg: RunConfig, job: PredictJob) -> RecordDict:
     return RecordDict({
         "meta": meta,
         "weights": state_record(job.state),
-        "rows": _arrays(predict=job.rows),
+        "rows": bundle({"predict": job.rows}),
     })
 
 
 def unpack_predict(content: RecordDict) -> tuple[RunConfig, PredictJob]:
     cfg, client, epoch, _ = config_of(content)
     return cfg, PredictJob(client, epoch, record_state(content.array_records["weights"]),
-                           content.array_records["rows"]["predict"].numpy(), bool(content.config_records["meta"]["full"]))
+                           unbundle(content.array_records["rows"])["predict"], bool(content.config_records["meta"]["full"]))
 
 
 def pack_predict_result(res: PredictResult) -> RecordDict:
-    return RecordDict({"probs": _arrays(probs=res.probs),
+    return RecordDict({"probs": bundle({"probs": res.probs}),
                        "metrics": MetricRecord({"client": res.client, "seconds": res.seconds})})
 
 
@@ -153,20 +218,26 @@ def unpack_predict_result(content: RecordDict, job: PredictJob) -> PredictResult
 
 def _num_classes(content: RecordDict) -> int:
     try:
-        arr = content.array_records["probs"]["probs"]
-        return int(arr.shape[1]) if len(arr.shape) == 2 else -1
-    except KeyError:
+        shape = unbundle(content.array_records["probs"])["probs"].shape
+        return int(shape[1]) if len(shape) == 2 else -1
+    except (KeyError, BadReply):
         return -1
+
+
+def _optional(content: RecordDict, record: str, name: str) -> np.ndarray | None:
+    return unbundle(content.array_records[record])[name] if record in content.array_records else None
 
 
 # --- validation ---------------------------------------------------------------------------------
 def _checked_state(content: RecordDict, like: State, client: int) -> State:
     if "weights" not in content.array_records:
         raise BadReply(f"client {client}: reply has no 'weights' record")
-    rec = content.array_records["weights"]
-    if sorted(rec.keys()) != sorted(like):
-        raise BadReply(f"client {client}: weight names {sorted(rec.keys())} differ from the model's")
-    state = record_state(rec)
+    try:
+        state = record_state(content.array_records["weights"])
+    except BadReply as err:
+        raise BadReply(f"client {client}: weights: {err}") from err
+    if sorted(state) != sorted(like):
+        raise BadReply(f"client {client}: weight names {sorted(state)} differ from the model's")
     for k, v in state.items():
         if tuple(v.shape) != tuple(like[k].shape):
             raise BadReply(f"client {client}: {k} has shape {tuple(v.shape)}, expected {tuple(like[k].shape)}")
@@ -183,9 +254,13 @@ def _checked_metric(record: MetricRecord, name: str, client: int) -> float:
 
 
 def _checked_array(content: RecordDict, record: str, name: str, shape: tuple, client: int) -> np.ndarray:
-    if record not in content.array_records or name not in content.array_records[record]:
+    try:
+        arrays = unbundle(content.array_records[record]) if record in content.array_records else {}
+    except BadReply as err:
+        raise BadReply(f"client {client}: {record}: {err}") from err
+    if name not in arrays:
         raise BadReply(f"client {client}: reply has no '{record}/{name}' array")
-    arr = content.array_records[record][name].numpy()
+    arr = arrays[name]
     if arr.shape != tuple(shape):
         raise BadReply(f"client {client}: {name} has shape {arr.shape}, expected {tuple(shape)}")
     if not np.isfinite(arr).all():

@@ -19,6 +19,9 @@ FLWR_RUN_NODE_WAIT_S = 15.0
 # 0.1 s costs ~0.05 s per round on average, two rounds per MIST epoch). Over the network (a real
 # SuperLink) each poll is an HTTPS request, so the federation polls every DEPLOY_POLL_S instead.
 PULL_INTERVAL_S = float(os.environ.get("FEDMIST_PULL_INTERVAL", "0.01"))
+# Over the network, clients keep their phase-1 weights for phase 2 (FlowerFederation.hold_weights);
+# FEDMIST_HOLD_WEIGHTS=0 sends them back as the simulation does (for side-by-side measurements).
+HOLD_WEIGHTS = os.environ.get("FEDMIST_HOLD_WEIGHTS", "1") != "0"
 
 
 def serve(grid: Grid, runs: Iterable[Run], clients: int, node_wait: float = NODE_WAIT_S) -> None:
@@ -31,4 +34,5 @@ def serve(grid: Grid, runs: Iterable[Run], clients: int, node_wait: float = NODE
     nodes = wait_for_nodes(grid, clients, node_wait)
     poll = PULL_INTERVAL_S if in_memory else DEPLOY_POLL_S
     for run in runs:
-        train_run(run, FlowerFederation(grid, nodes[: run.cfg.clients], poll=poll))
+        train_run(run, FlowerFederation(grid, nodes[: run.cfg.clients], poll=poll,
+                                        hold_weights=HOLD_WEIGHTS and not in_memory))
