@@ -4,7 +4,7 @@ Both run the same fedmist functions with the same config and seed, one after the
 process, and the script prints per-epoch medians and their ratio (machines here are noisy, so
 only ratios from one run are compared). Epoch 1 (Ray start-up, actors importing torch) is excluded.
 
-    python experiments/bench_overhead.py --dataset location --epochs 8
+    python experiments/bench_overhead.py --dataset location --epochs 8 [--authors ../mist-authors]
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
+from _authors import print_against_authors  # same folder
 from _cli import (  # same folder
     at_least,
     nonnegative_int,
@@ -65,6 +67,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=EPOCHS, default=8)
     ap.add_argument("--seed", type=nonnegative_int, default=0)
     ap.add_argument("--cpus-per-client", type=positive_float, default=1.0)
+    ap.add_argument("--authors", type=Path, default=None,
+                    help="a runnable copy of the MIST authors' code (../shared/anchors/mist-authors/setup.sh): "
+                         "also time their Location MIST, same epochs, in this run")
     args = ap.parse_args()
     cfg = prepare_config(RunConfig(dataset=args.dataset, defense=args.defense, clients=args.clients,
                                    epochs=args.epochs, seed=args.seed, lam=14.0, eval_every=args.epochs + 1,
@@ -85,6 +90,9 @@ def main() -> None:
     print(f"  client compute summed over clients: phase 1 {client_local:.3f} s, xdiff {client_xdiff:.3f} s")
     print(f"ratio flower / plain(1 thread)  = {med(fl) / med(seq1):.2f}")
     print(f"ratio flower / plain(2 threads) = {med(fl) / med(seq2):.2f}")
+    if args.authors is not None:
+        print_against_authors(args.authors, cfg.epochs, {"flower simulation": med(fl),
+                                                         "plain loop (2 threads)": med(seq2)})
 
 
 if __name__ == "__main__":
