@@ -44,3 +44,21 @@ def test_tune_averages_folds_and_compares_with_matched_member_sgd(tmp_path: Path
     assert abs(result["sgd_val_acc"] - float(np.mean(sgd_accs))) < 1e-12
     recipe = tomllib.loads(Path(result["recipe"]).read_text())
     assert recipe["defense"] == "mixup_mmd" and "seed" not in recipe and "validation_fold" not in recipe
+
+
+def test_hamp_tunes_its_label_entropy_after_its_reward_weight(tmp_path: Path) -> None:
+    """HAMP has two strengths (DefenseSpec.tune_more): both are searched and both reach the recipe."""
+    out = tmp_path / "t"
+    proc = _fedmist("tune", "hamp", *TINY, "--iterations", "1", "--seeds", "0", "--validation-fraction", "0.25",
+                    "--min-validation-rows", "20", "--max-acc-drop", "100", "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    base = out / "tune" / "synthetic-240x12x3-hamp"
+    result = json.loads((base / "tune.json").read_text())
+    # A 100-point budget accepts each knob's strongest value at once, in order, the first one fixed.
+    assert [(t["knob"], t["value"]) for t in result["trials"]] == [
+        ("params.entropy_weight", 2.0), ("params.entropy_percentile", 0.9)]
+    assert result["chosen"] == {"params.entropy_weight": "2", "params.entropy_percentile": "0.9"}
+    assert (base / "params.entropy_weight=2-params.entropy_percentile=0.9-s0-f0" / "model.pt").is_file()
+    assert (base / "tune-entropy_percentile.png").is_file()
+    recipe = tomllib.loads(Path(result["recipe"]).read_text())
+    assert recipe["params"]["entropy_weight"] == 2.0 and recipe["params"]["entropy_percentile"] == 0.9

@@ -11,7 +11,7 @@ import numpy as np
 from fedmist.cli.compare import _ints, check_dataset_name
 from fedmist.cli.options import merge_overrides
 from fedmist.config import RunConfig
-from fedmist.defenses import get_defense
+from fedmist.defenses import Knob, get_defense
 from fedmist.errors import ConfigError, require_finite
 from fedmist.runs.console import console
 from fedmist.runs.recipes import default_recipe
@@ -98,14 +98,25 @@ def tune_command(defense: str, explicit: dict[str, Any], max_acc_drop: float, ou
         chosen["clients"] = str(best_c)
         console.print(f"  C = {best_c} (highest validation accuracy at {knob.key} = {knob.lo:g})")
 
-    def ok(value: float) -> bool:
-        v = f"{value:.6g}"
-        acc = trial(defense, {**chosen, knob.key: v}, f"{'c' + chosen['clients'] + '-' if chosen else ''}{knob.key}={v}")
-        trials.append({"knob": knob.key, "value": float(v), "val_acc": acc})
-        return 100 * (baseline - acc) <= max_acc_drop
+    def searched(knob: Knob) -> tuple[float, bool]:
+        """Bisect one knob with the values chosen so far fixed (a coordinate search)."""
+        def ok(value: float) -> bool:
+            v = f"{value:.6g}"
+            prefix = "-".join(f"c{v}" if k == "clients" else f"{k}={v}" for k, v in chosen.items())
+            acc = trial(defense, {**chosen, knob.key: v}, f"{prefix + '-' if prefix else ''}{knob.key}={v}")
+            trials.append({"knob": knob.key, "value": float(v), "val_acc": acc})
+            return 100 * (baseline - acc) <= max_acc_drop
+        return bisect_strongest(knob, ok, iterations)
 
-    value, found = bisect_strongest(knob, ok, iterations)
+    value, found = searched(knob)
     chosen[knob.key] = f"{value:.6g}"
+    for more in spec.tune_more:  # e.g. HAMP's label entropy after its reward weight
+        more_value, more_found = searched(more)
+        if more_found:
+            chosen[more.key] = f"{more_value:.6g}"
+        else:
+            console.print(f"  {more.key}: even {more.lo:g} loses more than {max_acc_drop:g} points at "
+                          f"{knob.key} = {chosen[knob.key]}; the recipe's value is kept")
     recipe = default_recipe(dataset, defense)
     cfg = RunConfig.from_dict({"dataset": dataset, "defense": defense, **overrides, **chosen},
                               base=RunConfig.from_toml(recipe) if recipe else RunConfig())
@@ -119,6 +130,8 @@ def tune_command(defense: str, explicit: dict[str, Any], max_acc_drop: float, ou
               "chosen": chosen, "within_budget": found, "trials": trials, "recipe": str(path)}
     (base_dir / "tune.json").write_text(json.dumps(result, indent=2))
     plot_trials(trials, baseline, max_acc_drop, knob.key, base_dir / "tune.png")
+    for more in spec.tune_more:
+        plot_trials(trials, baseline, max_acc_drop, more.key, base_dir / f"tune-{more.key.split('.')[-1]}.png")
     msg = "" if found else f" [red](no value within {max_acc_drop:g} points; weakest tried)[/]"
     console.print(f"chose {', '.join(f'{k} = {v}' for k, v in chosen.items())}{msg}; recipe {path}; "
                   f"plot {base_dir / 'tune.png'}")

@@ -284,4 +284,6 @@ HAMP = register_defense(DefenseSpec(
     train_loop=train_hamp,
     query_model=modified_model,
     tune_knob=Knob("params.entropy_weight", 0.01, 2.0),
+    # The soft label's entropy (HAMP's own parameter, mapped to gamma): higher = softer = stronger.
+    tune_more=(Knob("params.entropy_percentile", 0.05, 0.9, log=False),),
 ))

@@ -107,6 +107,7 @@ class DefenseSpec:
     query_model: Callable[[nn.Module, State, RunConfig], nn.Module] | None = field(default=None, compare=False)
     clients_from_params: Callable[[Any], int] | None = field(default=None, compare=False)
     tune_knob: Knob | None = None  # the strength `fedmist tune` searches (None: not tunable)
+    tune_more: tuple[Knob, ...] = ()  # further strengths tune searches after it, one at a time
     tune_clients: tuple[int, ...] = ()  # federation sizes `fedmist tune` tries first (MIST: C)
     # How many epoch reports a ``train_loop`` makes when that differs from ``cfg.epochs`` (SELENA:
     # sub-model epochs then distillation epochs); evaluation, resume and progress count to this.

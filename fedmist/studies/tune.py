@@ -2,7 +2,8 @@
 
 MIST: C first (highest validation accuracy), then the largest λ whose validation accuracy stays
 within ``max_acc_drop`` points of SGD's; every other defense: the same bisection on its main knob
-(``DefenseSpec.tune_knob``). Trials train on the training pool minus a held-out validation share
+(``DefenseSpec.tune_knob``), then on each of ``DefenseSpec.tune_more`` with the values chosen so far
+fixed (HAMP: the entropy reward's weight, then the soft label's entropy). Trials train on the training pool minus a held-out validation share
 (``validation_fraction``) and are scored on it, never on the audit or test rows. Each trial is a
 run directory, so an interrupted tune resumes and a repeated one costs nothing.
 """
