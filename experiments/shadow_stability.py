@@ -141,7 +141,8 @@ def main() -> None:
         lines.append("")
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"wrote {args.out.relative_to(ROOT) if args.out.resolve().is_relative_to(ROOT) else args.out}")
+    out = args.out.resolve()
+    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
 
 
 if __name__ == "__main__":

@@ -127,6 +127,20 @@ def vulnerable_members(layout: ShadowLayout, is_member: np.ndarray) -> np.ndarra
     return mem[most_vulnerable_subset(g.mu_in[mem], g.sd_in[mem], g.mu_out[mem], g.sd_out[mem], k)]
 
 
+def check_enough_shadows(attacks: Sequence[str], n_shadows: int) -> None:
+    """AuditError unless every attack can run with ``n_shadows`` (0: shadow-free attacks only);
+    commands that train first (compare, frontier) call it before anything trains."""
+    specs = check_attacks(list(attacks))
+    if n_shadows < 0:
+        raise AuditError(f"the number of shadows must be >= 0, got {n_shadows}")
+    if n_shadows:
+        check_shadow_count(n_shadows)
+        short = [s for s in specs if n_shadows < s.min_shadows]
+        if short:
+            raise AuditError(f"{', '.join(s.name for s in short)} need >= {max(s.min_shadows for s in short)} "
+                             f"shadows (2 IN and 2 OUT per example to estimate a variance), got {n_shadows}")
+
+
 def audit_run(run: Any, attacks: Sequence[str], n_shadows: int, train_fn_factory: TrainFnFactory,
               rebuild: bool = False, seed: int = 0, fprs: Sequence[float] = (0.001, 0.01),
               n_bootstrap: int = 200, vulnerable_rows: np.ndarray | None = None, progress: bool = True,
@@ -141,15 +155,7 @@ def audit_run(run: Any, attacks: Sequence[str], n_shadows: int, train_fn_factory
     attacks = list(attacks)
     if not attacks:
         raise AuditError(f"no attacks chosen; known: {', '.join(sorted(ATTACKS))}")
-    specs = check_attacks(attacks)
-    if n_shadows < 0:
-        raise AuditError(f"the number of shadows must be >= 0, got {n_shadows}")
-    if n_shadows:  # refuse before any shadow is trained
-        check_shadow_count(n_shadows)
-        short = [s for s in specs if n_shadows < s.min_shadows]
-        if short:
-            raise AuditError(f"{', '.join(s.name for s in short)} need >= {max(s.min_shadows for s in short)} "
-                             f"shadows (2 IN and 2 OUT per example to estimate a variance), got {n_shadows}")
+    check_enough_shadows(attacks, n_shadows)  # refuse before any shadow is trained
     t0 = time.perf_counter()
     split = split_arrays(run.split)
     aset = build_audit_set(split["members"], split["nonmembers"], seed)

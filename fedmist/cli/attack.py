@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fedmist.attacks.registry import check_attacks, expand_attack_names
 from fedmist.audit.audit_dir import list_attacks, run_audit
+from fedmist.audit.pipeline import check_enough_shadows
 from fedmist.audit.report import format_report
 from fedmist.audit.threats import threat_audit
 from fedmist.errors import AuditError, ConfigError
@@ -46,6 +47,7 @@ def check_options(names: list[str], shadows: int, shadow_engine: str, bootstrap:
     check_attacks(names)
     if shadows < 0 or shadows % 2:
         raise AuditError(f"--shadows must be 0 or an even number (each example IN for half), got {shadows}")
+    check_enough_shadows(names, shadows)
     if shadow_engine not in ENGINES:
         raise ConfigError(f"--shadow-engine must be one of {', '.join(ENGINES)} (shadow engine), got {shadow_engine!r}")
     if bootstrap < 0:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fedmist.attacks.registry import check_attacks, expand_attack_names
+from fedmist.audit.pipeline import check_enough_shadows
 from fedmist.cli.attack import announce_report, check_options
 from fedmist.cli.options import merge_overrides
 from fedmist.config import parse_client
@@ -25,7 +26,7 @@ from fedmist.studies.compare import (
     write_table,
 )
 from fedmist.studies.fl_compare import DEFAULT_ATTACKS, FL_ROWS, fl_compare
-from fedmist.studies.frontier import SHADOW_FREE, run_frontier, write_frontier
+from fedmist.studies.frontier import SHADOW_FREE, SHADOWED, run_frontier, write_frontier
 from fedmist.studies.tune import tuned_recipe_dir
 
 DEFENSES = "sgd,mist,dpsgd,mixup_mmd,hamp,selena,advreg,dmp,memguard"
@@ -66,6 +67,8 @@ def compare_command(explicit: dict[str, Any], defenses: str | None, attacks: str
                               f"({', '.join(defense_list)})")
         if int(n) % 2:
             raise ConfigError(f"--shadows-for {item}: the shadow count must be 0 or even, got {n}")
+        if int(n):
+            check_enough_shadows(names, int(n))
         per_defense[name.strip()] = int(n)
     request = {"dataset": dataset, "defenses": defense_list, "attacks": names, "seeds": seed_list,
                "shadows": shadows, "shadows_for": per_defense, "audit_seed": audit_seed, "bootstrap": bootstrap,
@@ -132,6 +135,9 @@ def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_
         raise ConfigError(f"--points must be >= 2, got {points}")
     seed_list = _ints(seeds, "--seeds")
     per_defense = _per_defense(shadows_for)
+    for n in [shadows, *per_defense.values()]:
+        if n:
+            check_enough_shadows(SHADOW_FREE + SHADOWED, n)
     settings = CompareSettings(SHADOW_FREE, 0, audit_seed, shadow_engine, bootstrap, jobs, None, per_defense, force)
     request = {"dataset": dataset, "defenses": defense_list, "points": points, "mist_clients": mist_clients,
                "seeds": seed_list, "shadows": shadows, "shadows_for": per_defense, "bands": band_list,
