@@ -97,6 +97,9 @@ class RunConfig:
                                    recipe=False)
     reference_size: int = setting(-1, "rows of the training budget held out as a reference set; -1 = the "
                                   "defense's default")
+    best_validation: bool = setting(False, "release the epoch with the best accuracy on the reference rows "
+                                    "(reference_size > 0; never audit or test rows), the model selection of "
+                                    "HAMP's artefact for every defense")
     params: dict[str, Any] = setting(help="the defense's own knobs (TOML [params], --set params.K=V)",
                                      factory=dict, recipe=False, option=False)
     # --- real federated learning (mode = "fl") ---------------------------------------------------

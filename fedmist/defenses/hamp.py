@@ -17,7 +17,9 @@ classes leaks, not the confidence values. The random inputs are the artefact's (
 
 ``best_validation``: keep the epoch whose accuracy on the run's reference rows (a held-out share of
 the training budget, ``reference_size``; never audit or test rows) is highest, as the artefact
-releases its ``protected_model_best`` checkpoint.
+releases its ``protected_model_best`` checkpoint. The run-wide ``RunConfig.best_validation`` does
+the same for every defense (``fedmist.training.best_epoch``); this parameter says it in a HAMP
+recipe and in runs written before that field existed.
 
 The MIST paper evaluated HAMP's training-time defense only (the query-time part "can be integrated
 with any training time defenses and ... is approximately equivalent to providing the predicted
@@ -35,8 +37,6 @@ from torch import nn
 from fedmist.config import RunConfig
 from fedmist.defenses.registry import DefenseSpec, Knob, register_defense
 from fedmist.errors import ConfigError
-from fedmist.training.evaluate import accuracy
-from fedmist.training.jobs import EpochReport, Federation, Rounds, State, TrainingRun, model_part
 from fedmist.training.local import sgd_pass
 from fedmist.training.steps import StepContext, register_step
 from fedmist.training.workspace import get_workspace
@@ -177,34 +177,6 @@ def hamp_step(ctx: StepContext) -> float:
                     weight_decay=ctx.weight_decay, device=ctx.device, what="HAMP")
 
 
-# --- best-validation checkpoint -------------------------------------------------------------------
-def train_hamp(run: TrainingRun, federation: Federation, rounds: Rounds) -> State:
-    """The engine's rounds over the members; with ``best_validation``, every epoch's model is scored
-    on the reference rows and the best one (the first of equals, as the artefact's strict ``>``) is
-    what the last epoch reports and the run releases. A resumed run tracks the best from the resumed
-    epoch on (the earlier best is not in the checkpoint)."""
-    cfg = run.cfg
-    if not HAMP.parse_params(cfg.params).best_validation:
-        return rounds(federation, run.state, run.split.members, run.start_epoch, run.on_epoch)
-    reference = run.split.reference
-    best: dict = {"acc": -1.0, "epoch": 0, "state": None}
-
-    def report(state: State, rep: EpochReport) -> None:
-        ws = get_workspace(cfg)
-        ws.model.load_state_dict(model_part(state))
-        acc = accuracy(ws.model, ws.x, ws.y, reference, ws.device)
-        if acc > best["acc"]:
-            best.update(acc=acc, epoch=rep.epoch, state={k: v.detach().clone() for k, v in state.items()})
-        rep.extra["val_acc"] = acc
-        if rep.epoch == cfg.epochs:
-            rep.extra["best_epoch"] = best["epoch"]
-            state = best["state"]
-        run.on_epoch(state, rep)
-
-    final = rounds(federation, run.state, run.split.members, run.start_epoch, report)
-    return best["state"] if best["state"] is not None else final
-
-
 # --- query time: output modification --------------------------------------------------------------
 def reorder_like(real: torch.Tensor, random: torch.Tensor) -> torch.Tensor:
     """Row-wise: ``random``'s values sorted, placed so they rank the classes as ``real`` does
@@ -268,9 +240,6 @@ def modified_model(model: nn.Module, state: dict[str, torch.Tensor], cfg: RunCon
 def _check(cfg: RunConfig) -> None:
     if cfg.mixup_alpha > 0:
         raise ConfigError("hamp trains on soft labels without mixup; leave --mixup-alpha at 0")
-    if HAMP.parse_params(cfg.params).best_validation and cfg.reference_size <= 0:
-        raise ConfigError("hamp: params.best_validation selects the epoch on reference rows; "
-                          "give reference_size > 0 (rows of the training budget held out)")
 
 
 HAMP = register_defense(DefenseSpec(
@@ -281,7 +250,6 @@ HAMP = register_defense(DefenseSpec(
     params=HampParams,
     local_step="hamp",
     init_aux=feature_range,
-    train_loop=train_hamp,
     query_model=modified_model,
     tune_knob=Knob("params.entropy_weight", 0.01, 2.0),
     # The soft label's entropy (HAMP's own parameter, mapped to gamma): higher = softer = stronger.

@@ -7,6 +7,7 @@ from fedmist.config import RunConfig, parse_client
 from fedmist.data.fl_partition import parse_partition
 from fedmist.defenses.registry import DEFENSES, DefenseSpec
 from fedmist.errors import ConfigError, require_finite
+from fedmist.training.best_epoch import best_validation_wanted
 
 
 def check_config(cfg: RunConfig, spec: DefenseSpec) -> RunConfig:
@@ -15,7 +16,21 @@ def check_config(cfg: RunConfig, spec: DefenseSpec) -> RunConfig:
     cfg.validate()
     spec.parse_params(cfg.params)
     check_fl_config(cfg, spec) if cfg.mode == "fl" else check_not_fl(cfg, spec)
+    if best_validation_wanted(cfg, spec.parse_params(cfg.params)):
+        check_best_validation(cfg, spec)
     return cfg
+
+
+def check_best_validation(cfg: RunConfig, spec: DefenseSpec) -> None:
+    """Best-validation selection needs reference rows to score on, and one round loop to watch."""
+    if cfg.reference_size == 0 or (cfg.reference_size < 0 and spec.reference_fraction == 0):
+        raise ConfigError(f"best_validation selects the epoch on reference rows, and {cfg.defense} holds none "
+                          "out: give reference_size > 0 (rows of the training budget held out)")
+    if cfg.mode == "fl":
+        raise ConfigError("best_validation picks one model's epoch; --mode fl has no such choice")
+    if spec.train_loop is not None:
+        raise ConfigError(f"best_validation is not available for {cfg.defense}: it trains with its own "
+                          "procedure (several models in turn), whose epochs are not one model's")
 
 
 def check_fl_config(cfg: RunConfig, spec: DefenseSpec) -> None:

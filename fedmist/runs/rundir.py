@@ -28,6 +28,7 @@ from fedmist.engine.loop import train
 from fedmist.engine.recording import check_budget
 from fedmist.errors import RunDirError
 from fedmist.runs.checks import check_config
+from fedmist.training.best_epoch import best_validation_wanted, keep_best_epoch
 from fedmist.training.evaluate import accuracy
 from fedmist.training.jobs import EpochReport, Federation, State, aux_part, model_part
 from fedmist.training.workspace import get_workspace, initial_weights
@@ -229,6 +230,10 @@ def train_run(run: Run, federation: Federation) -> None:
         def rounds(fed: Federation, state: State, members: np.ndarray, start: int, on_epoch) -> State:
             return train(cfg, spec, fed, state, members, start, on_epoch)
         run.state = spec.train_loop(run, federation, rounds)
+    elif best_validation_wanted(cfg, spec.parse_params(cfg.params)):
+        def rounds_with_reference(fed: Federation, state: State, members: np.ndarray, start: int, on_epoch) -> State:
+            return train(cfg, spec, fed, state, members, start, on_epoch, run.split.reference)
+        run.state = keep_best_epoch(run, federation, rounds_with_reference)
     else:
         run.state = train(cfg, spec, federation, run.state, run.split.members, run.start_epoch, run.on_epoch,
                           run.split.reference)

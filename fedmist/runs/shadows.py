@@ -103,7 +103,8 @@ class ShadowTrainer:
         cfg = self.base
         spec = get_defense(cfg.defense)
         if (spec.xdiff or cfg.clients != 1 or cfg.mixup_alpha > 0 or spec.local_step != "sgd"
-                or spec.train_loop is not None or spec.init_aux is not None or cfg.keep_optimizer):
+                or spec.train_loop is not None or spec.init_aux is not None or cfg.keep_optimizer
+                or cfg.best_validation):
             raise ConfigError(f"the stacked shadow engine trains 1-client recipes without xdiff or mixup "
                               f"(e.g. sgd); use --shadow-engine flower or inprocess for {cfg.defense}")
         ws = get_workspace(cfg)
