@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,14 +17,15 @@ from fedmist.config import RunConfig
 from fedmist.engine import loop
 from fedmist.runs.inprocess import InProcessFederation
 from fedmist.engine.loop import run_epoch
-from fedmist.runs.rundir import open_run, prepare_config
+from fedmist.runs.rundir import default_out, open_run, prepare_config
 
 TINY = ["--dataset", "synthetic:240x12x3", "--model", "mlp-small", "--clients", "3", "--epochs", "2",
         "--batch-size", "20", "--lambda", "5", "--train-size", "120", "--seed", "7"]
 
 
 def _fedmist(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fedmist", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "fedmist", *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "200"})
 
 
 def _in_process(cfg: RunConfig) -> dict[str, torch.Tensor]:
@@ -116,3 +118,29 @@ def test_epoch_time_counts_the_training_rounds_not_the_evaluation(monkeypatch) -
     assert last["eval_time"] == 0.25 and 0.0 <= last["test_acc"] <= 1.0
     assert last["epoch_time"] == 0.0  # would be 0.25 if the evaluation were counted
     assert run.phase_time["eval"] == last["eval_time"]
+
+
+def test_the_same_command_again_resumes_or_shows_its_own_run(tmp_path: Path) -> None:
+    """Without --out a run goes to runs/<dataset>-<defense>-c<C>-s<seed>: the README's quick start
+    and its first example are the same run, so the second resumes or shows it, never refuses."""
+    cfg = prepare_config(RunConfig(dataset="synthetic:240x12x3", model="mlp-small", clients=3, epochs=2,
+                                   batch_size=20, lam=5.0, train_size=120, seed=7))
+    out = tmp_path / default_out(cfg)
+    run = open_run(cfg, out)  # interrupted after epoch 1
+    state, rep = run_epoch(cfg, run.spec, InProcessFederation(), run.state, run.split.members, 1)
+    run.on_epoch(state, rep)
+
+    first = _fedmist("simulate", *TINY, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "unfinished run of this config: resuming" in first.stdout and "resuming at epoch 2" in first.stdout
+    got = torch.load(out / "model.pt", weights_only=True)
+    expected = _in_process(cfg)
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], rtol=0, atol=1e-6)
+
+    metrics = (out / "metrics.json").read_text()
+    again = _fedmist("simulate", *TINY, "--defense", "mist", cwd=tmp_path)
+    assert again.returncode == 0 and "already holds this run, finished" in again.stdout and "summary" in again.stdout
+    assert (out / "metrics.json").read_text() == metrics  # nothing retrained
+    other = _fedmist("simulate", *TINY, "--lambda", "6", cwd=tmp_path)  # another config, same directory
+    assert other.returncode == 2 and "already exists" in other.stderr

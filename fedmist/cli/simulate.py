@@ -20,7 +20,7 @@ from fedmist.engine.fl import fl_algorithm, n_floats, recording_estimate
 from fedmist.errors import RunDirError
 from fedmist.flower.simulation import simulate_runs
 from fedmist.runs.console import console, epoch_line, progress, summary_table
-from fedmist.runs.rundir import Run, default_out, open_run, prepare_config
+from fedmist.runs.rundir import Run, default_out, open_run, prepare_config, read_config
 from fedmist.training.workspace import get_workspace
 
 
@@ -31,7 +31,18 @@ def simulate_command(explicit: dict[str, Any], sets: list[str], recipe: Path | N
     cfg, source = build_config(explicit, sets, recipe, resume_from=out if resume else None)
     ensure_dataset(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, download)
     cfg = prepare_config(cfg)
-    out = out or tagged_out(cfg, source)
+    automatic, out = out is None, out or tagged_out(cfg, source)
+    if automatic and not (resume or force):  # the same command again finds its own directory
+        saved = read_config(out)
+        if saved is not None and not training_differences(saved, cfg):
+            if (out / "model.pt").is_file() and (out / "metrics.json").is_file():
+                console.print(f"{out} already holds this run, finished (same training config): its summary "
+                              "below; --force trains it again")
+                summary = json.loads((out / "metrics.json").read_text())["summary"]
+                console.print(summary_table(str(out), summary))
+                return summary
+            console.print(f"{out} holds an unfinished run of this config: resuming it (--force starts over)")
+            resume = True
     run = open_run(cfg, out, resume=resume, force=force)
     src = display_path(source) if source else ("its saved config.json" if resume else "built-in defaults")
     console.print(f"[bold]fedmist simulate[/] {cfg.defense} on {cfg.dataset} "
