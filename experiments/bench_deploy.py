@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _authors import check_authors, print_against_authors  # same folder
+
 from fedmist import (
     start_local_cluster,  # a SuperLink + SuperNodes on 127.0.0.1, TLS and node auth on
 )
@@ -137,7 +139,11 @@ def main() -> None:
     ap.add_argument("--keep-logs", type=Path, default=None, help="copy the SuperNode and `deploy run` logs here")
     ap.add_argument("--compare-env", action="append", default=[], metavar="KEY=VALUE",
                     help="also run a second deployment with these environment variables (repeatable)")
+    ap.add_argument("--authors", type=Path, default=None,
+                    help="a runnable copy of the MIST authors' code (../shared/anchors/mist-authors/setup.sh): "
+                         "also time their Location MIST, same epochs, in this run")
     args = ap.parse_args()
+    check_authors(args.authors, args.dataset)
     bad = [e for e in args.compare_env if "=" not in e]
     if bad:
         ap.error(f"--compare-env takes KEY=VALUE, got {bad[0]!r}")
@@ -177,6 +183,8 @@ def main() -> None:
             print(f"| deploy with {shown}: median epoch s, epoch 1 left out | | {dep2['steady']:.2f} | "
                   f"**{dep2['steady'] / sim['steady']:.2f}** |")
         print("(one side-by-side run on a shared machine: noisy)")
+        if args.authors is not None:
+            print_against_authors(args.authors, args.epochs, {"simulate": sim["steady"], "deploy": dep["steady"]})
         if args.dropout:
             (tmp / "drop").mkdir()
             r = dropout(tmp / "drop", tmp / "dropout-run", args.recipe, sets, args.round_timeout)

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 
 import torch
+from _authors import check_authors, print_against_authors  # same folder
 from _cli import nonnegative_int, positive_int, run_main  # same folder
 from bench_overhead import EPOCHS, flower, plain_loop  # noqa: E402  (same folder)
 from gpu_monitor import GpuMonitor  # noqa: E402
@@ -46,7 +48,11 @@ def main() -> None:
     ap.add_argument("--train-size", type=nonnegative_int, default=0, help="members; 0 = the paper's size for the dataset")
     ap.add_argument("--batch-size", type=positive_int, default=100)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--authors", type=Path, default=None,
+                    help="a runnable copy of the MIST authors' code (../shared/anchors/mist-authors/setup.sh): "
+                         "also time their Location MIST, same epochs, in this run")
     args = ap.parse_args()
+    check_authors(args.authors, args.dataset)
     med = statistics.median
     gpu = args.device != "cpu"
     if gpu and not torch.cuda.is_available():
@@ -87,6 +93,8 @@ def main() -> None:
     best_sgd = min(sgd_flower_1cpu, sgd_flower)
     print(f"ratio MIST/SGD through flower = {mist_flower / best_sgd:.2f}x (vs the faster SGD setting)")
     print(f"ratio MIST/SGD plain loop     = {mist_plain / sgd_plain:.2f}x")
+    if args.authors is not None:
+        print_against_authors(args.authors, args.epochs, {"MIST flower": mist_flower, "MIST plain loop": mist_plain})
     if gpu_lines:
         print("while each measurement ran (MIST through Flower: its clients share the GPU, 1/C each):")
         print("\n".join(gpu_lines))

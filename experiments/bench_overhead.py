@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from _authors import print_against_authors  # same folder
+from _authors import check_authors, print_against_authors  # same folder
 from _cli import (  # same folder
     at_least,
     nonnegative_int,
@@ -71,6 +71,7 @@ def main() -> None:
                     help="a runnable copy of the MIST authors' code (../shared/anchors/mist-authors/setup.sh): "
                          "also time their Location MIST, same epochs, in this run")
     args = ap.parse_args()
+    check_authors(args.authors, args.dataset)
     cfg = prepare_config(RunConfig(dataset=args.dataset, defense=args.defense, clients=args.clients,
                                    epochs=args.epochs, seed=args.seed, lam=14.0, eval_every=args.epochs + 1,
                                    cpus_per_client=args.cpus_per_client))
