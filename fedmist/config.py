@@ -71,6 +71,8 @@ class RunConfig:
     skip_last_xdiff: bool = setting(False, "MIST: no phase 2 in the last epoch (the authors' code)", group="MIST")
     keep_optimizer: bool = setting(False, "MIST: clients keep SGD momentum across phases and epochs (authors' code)", group="MIST")
     lr_schedule: list[int] = setting(help="epochs after which lr is multiplied by 0.1, e.g. 200,250", factory=list)
+    lr_cosine: bool = setting(False, "cosine decay: lr x 1/2 (1 + cos(pi (epoch - 1) / (epochs + 1))) in epoch "
+                              "1..epochs (HAMP's artefact, DP-SGD); with lr_schedule, both apply")
     train_size: int = setting(0, "target training-set size; 0 = the paper's", group="Run")
     seed: int = setting(0, "training seed", group="Run", recipe=False, flwr=True)
     data_seed: int = setting(-1, "seed of generated (synthetic) data; -1 = seed", group="Run")

@@ -8,6 +8,7 @@ with a training procedure of its own (SELENA, DMP) uses these types without impo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -157,8 +158,20 @@ Rounds = Callable[[Federation, State, np.ndarray, int, Callable[[State, EpochRep
 
 
 def lr_at(cfg: "RunConfig", epoch: int) -> float:
-    """Step schedule of Table 7: lr × 0.1 for every milestone already reached."""
-    return step_lr(cfg.lr, cfg.lr_schedule, epoch)
+    """Step schedule of Table 7: lr × 0.1 for every milestone already reached; times the cosine
+    factor when ``lr_cosine``."""
+    lr = step_lr(cfg.lr, cfg.lr_schedule, epoch)
+    return lr * cosine_factor(epoch, cfg.epochs) if cfg.lr_cosine else lr
+
+
+def cosine_factor(epoch: int, epochs: int) -> float:
+    """HAMP's artefact's cosine schedule (``lr * 0.5 * (1 + cos(pi * e / (E + 1)))`` for its 0-based
+    epoch e), for fedmist's 1-based ``epoch``: 1 at the first epoch, never 0 at the last.
+
+    >>> cosine_factor(1, 50), round(cosine_factor(26, 50), 4), round(cosine_factor(50, 50), 4)
+    (1.0, 0.5154, 0.0038)
+    """
+    return 0.5 * (1 + math.cos(math.pi * (epoch - 1) / (epochs + 1)))
 
 
 def step_lr(base_lr: float, milestones: list[int], epoch: int) -> float:

@@ -52,3 +52,17 @@ def test_without_it_the_last_epoch_is_released(tiny_cfg: RunConfig, tmp_path) ->
 def test_refused_where_it_cannot_mean_anything(tiny_cfg: RunConfig, change: dict, error: str) -> None:
     with pytest.raises(ConfigError, match=error):
         prepare_config(dataclasses.replace(tiny_cfg, best_validation=True, **change))
+
+
+def test_cosine_learning_rate_follows_the_artefacts_formula_and_combines_with_steps(tiny_cfg: RunConfig) -> None:
+    import math
+
+    from fedmist.training.jobs import lr_at
+
+    cfg = dataclasses.replace(tiny_cfg, lr=0.2, epochs=4, lr_cosine=True)
+    # HAMP's artefact: lr * 0.5 * (1 + cos(pi * e / (E + 1))) for its epochs e = 0..E-1
+    assert [lr_at(cfg, e + 1) for e in range(4)] == pytest.approx([0.2 * 0.5 * (1 + math.cos(math.pi * e / 5))
+                                                                  for e in range(4)])
+    stepped = dataclasses.replace(cfg, lr_schedule=[2])
+    assert lr_at(stepped, 3) == pytest.approx(0.1 * lr_at(cfg, 3))
+    assert lr_at(dataclasses.replace(cfg, lr_cosine=False), 4) == 0.2
