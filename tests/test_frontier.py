@@ -52,6 +52,7 @@ def test_frontier_end_to_end_then_reuses_every_point(tmp_path: Path) -> None:
     matched_md = (out / "matched.md").read_text()
     assert "accuracy drop ≤ 1 points" in matched_md and "accuracy drop ≤ 100 points" in matched_md
     assert "**mixup_mmd**" in matched_md  # the only defense curve wins the widest band
+    assert "Only mixup_mmd has a setting in this band." in matched_md
     assert (out / "frontier.png").stat().st_size > 0
     logs = {p: p.read_text() for p in (out / "logs").glob("*.log")}
     again = _fedmist(*args, cwd=tmp_path)

@@ -155,9 +155,10 @@ def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_
     rows, verdict_rows = run_frontier(dataset, defense_list, seed_list, out, points=points,
                                       mist_clients=_ints(mist_clients, "--mist-clients"), shadows=shadows,
                                       bands=band_list, overrides=overrides, settings=settings, on_done=done)
+    shadowed = (f"LiRA and RMIA with {shadows} shadows (per defense: {per_defense or 'none'}) at points within "
+                f"{max(band_list):g} points of SGD" if shadows else "no shadow-based attack (--shadows 0)")
     header = (f"# {dataset}: privacy–utility frontier\n\nSeeds {seed_list} (mean); audit seed {audit_seed}; "
-              f"shadow-free attacks ({', '.join(SHADOW_FREE)}) at every point, LiRA and RMIA with {shadows} shadows "
-              f"(per defense: {per_defense or 'none'}) at points within {max(band_list):g} points of SGD; knob grids "
+              f"shadow-free attacks ({', '.join(SHADOW_FREE)}) at every point, {shadowed}; knob grids "
               f"from each defense's DefenseSpec.tune_knob ({points} values); overrides {overrides or 'none'}; "
               f"machine: {platform.machine()} CPU. sgd-matched-X: SGD on exactly the members defense X keeps.")
     write_frontier(rows, verdict_rows, out, header)

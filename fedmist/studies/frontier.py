@@ -159,30 +159,60 @@ def point_row(point: Point, cells: Sequence[Cell]) -> dict:
 
 
 def verdicts(rows: Sequence[dict], bands: Sequence[float]) -> list[dict]:
-    """Per band and defense curve: the fitting point with the lowest highest-PLR@0.1 %, or None;
-    ``winner`` marks the lowest in each band (baselines excluded).
+    """Per band and defense curve: the fitting point with the lowest highest-PLR@0.1 % (ties: the
+    lower AUC), or None; ``winner`` marks the lowest in each band (baselines excluded), the same
+    way.
 
     >>> rows = [{"defense": "sgd", "acc_drop": 0.0, "plr_0.1": 50.0, "auc": 0.8},
     ...         {"defense": "a", "acc_drop": 0.5, "plr_0.1": 9.0, "auc": 0.6},
     ...         {"defense": "a", "acc_drop": 4.0, "plr_0.1": 2.0, "auc": 0.55},
-    ...         {"defense": "b", "acc_drop": 2.0, "plr_0.1": 5.0, "auc": 0.58}]
+    ...         {"defense": "b", "acc_drop": 2.0, "plr_0.1": 5.0, "auc": 0.58},
+    ...         {"defense": "c", "acc_drop": 2.5, "plr_0.1": 5.0, "auc": 0.52}]
     >>> [(v["band"], v["defense"], v["plr_0.1"], v["winner"]) for v in verdicts(rows, [1, 3])]
-    [(1, 'a', 9.0, True), (1, 'b', None, False), (3, 'a', 9.0, False), (3, 'b', 5.0, True)]
+    [(1, 'a', 9.0, True), (1, 'b', None, False), (1, 'c', None, False), (3, 'a', 9.0, False), (3, 'b', 5.0, False), (3, 'c', 5.0, True)]
     """
+    rank = lambda r: (r["plr_0.1"], r["auc"])  # noqa: E731
     curves = sorted({r["defense"] for r in rows if not r["defense"].startswith("sgd")})
     out = []
     for band in bands:
         band_rows = []
         for curve in curves:
             fits = [r for r in rows if r["defense"] == curve and r["acc_drop"] <= band]
-            best = min(fits, key=lambda r: r["plr_0.1"]) if fits else None
+            best = min(fits, key=rank) if fits else None
             band_rows.append({"band": band, "defense": curve, "plr_0.1": best["plr_0.1"] if best else None,
                               "auc": best["auc"] if best else None, "point": best, "winner": False})
-        fitting = [v for v in band_rows if v["plr_0.1"] is not None]
+        fitting = [v for v in band_rows if v["point"] is not None]
         if fitting:
-            min(fitting, key=lambda v: v["plr_0.1"])["winner"] = True
+            min(fitting, key=lambda v: rank(v["point"]))["winner"] = True
         out += band_rows
     return out
+
+
+def band_verdict(band_rows: Sequence[dict]) -> str:
+    """One sentence per band: the winner, and whether its PLR@0.1 % interval clears every other
+    fitting defense's (a win inside overlapping intervals is not a result to quote).
+
+    >>> a = {"defense": "a", "winner": True, "point": {"plr_0.1": 1.0, "plr_0.1_lo": 0.0, "plr_0.1_hi": 3.0, "auc": 0.6}}
+    >>> b = {"defense": "b", "winner": False, "point": {"plr_0.1": 9.0, "plr_0.1_lo": 5.0, "plr_0.1_hi": 12.0, "auc": 0.7}}
+    >>> print(band_verdict([a, b]))
+    Winner: a (its PLR@0.1 % interval lies below every other fitting defense's).
+    >>> print(band_verdict([a, {**b, "point": {**b["point"], "plr_0.1_lo": 2.0}}]))
+    Lowest: a, but not separable: its PLR@0.1 % interval overlaps b [2, 12]; AUC a 0.600 vs b 0.700.
+    """
+    fitting = [v for v in band_rows if v["point"] is not None]
+    if not fitting:
+        return "No defense has a setting in this band."
+    win = next(v for v in fitting if v["winner"])
+    if len(fitting) == 1:
+        return f"Only {win['defense']} has a setting in this band."
+    hi = _nan0(win["point"].get("plr_0.1_hi"))
+    overlapping = [v for v in fitting if v is not win and _nan0(v["point"].get("plr_0.1_lo")) <= hi]
+    if not overlapping:
+        return f"Winner: {win['defense']} (its PLR@0.1 % interval lies below every other fitting defense's)."
+    names = ", ".join(f"{v['defense']} [{_g(v['point'].get('plr_0.1_lo'))}, {_g(v['point'].get('plr_0.1_hi'))}]"
+                      for v in overlapping)
+    aucs = " vs ".join(f"{v['defense']} {v['point']['auc']:.3f}" for v in [win, *overlapping])
+    return f"Lowest: {win['defense']}, but not separable: its PLR@0.1 % interval overlaps {names}; AUC {aucs}."
 
 
 COLUMNS = ["defense", "knob", "value", "seeds", "test_acc", "test_acc_std", "acc_drop", "plr_0.1", "plr_0.1_lo",
@@ -204,7 +234,8 @@ def write_frontier(rows: Sequence[dict], verdict_rows: Sequence[dict], out: Path
     (out / "frontier.md").write_text("\n".join(lines) + "\n")
     v_lines = [header.replace("frontier", "verdicts at matched utility", 1), "",
                "Lowest highest-PLR@0.1 % among a defense's points within the band of SGD's test accuracy "
-               "(mean over seeds); **bold** = the band's winner; – = no setting fits the band.", ""]
+               "(mean over seeds; ties: the lower AUC); **bold** = the band's lowest; – = no setting fits the "
+               "band. The sentence under each table says whether the lowest is separable from the others.", ""]
     for band in sorted({v["band"] for v in verdict_rows}):
         v_lines += [f"## accuracy drop ≤ {band:g} points", "", "| defense | setting | test acc | PLR@0.1 % [CI] | AUC [CI] |",
                     "|---|---|---|---|---|"]
@@ -217,7 +248,7 @@ def write_frontier(rows: Sequence[dict], verdict_rows: Sequence[dict], out: Path
             v_lines.append(f"| {name} | {display_name(p['knob'])} = {_g(p['value'])} | {100 * p['test_acc']:.2f} % | "
                            f"{p['plr_0.1']:.3g} [{_g(p['plr_0.1_lo'])}, {_g(p['plr_0.1_hi'])}] | "
                            f"{p['auc']:.3f} [{_g(p['auc_lo'])}, {_g(p['auc_hi'])}] |")
-        v_lines.append("")
+        v_lines += ["", band_verdict([x for x in verdict_rows if x["band"] == band]), ""]
     (out / "matched.md").write_text("\n".join(v_lines) + "\n")
     plot_frontier(rows, out / "frontier.png")
 
