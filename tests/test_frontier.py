@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from fedmist.studies.frontier import plan_points
 
 TINY = ["--dataset", "synthetic:240x12x3", "--model", "mlp-small", "--train-size", "120", "--batch-size", "20",
@@ -43,7 +45,6 @@ def test_frontier_end_to_end_then_reuses_every_point(tmp_path: Path) -> None:
     assert [r["value"] for r in rows[2:]] == ["0.05", "8.0"]
     assert all(r["n_shadows"] == "4" for r in rows)  # every point is within 100 points of SGD
     # the matched baseline trains on exactly the members MMD keeps
-    import numpy as np
     dirs = {r["defense"] + r["value"]: Path(r["run_dirs"]) for r in rows}
     matched = np.load(dirs["sgd-matched-mixup_mmdnan"] / "split.npz")["members"]
     mmd = np.load(dirs["mixup_mmd0.05"] / "split.npz")["members"]
@@ -60,3 +61,26 @@ def test_frontier_end_to_end_then_reuses_every_point(tmp_path: Path) -> None:
     assert {p: p.read_text() for p in (out / "logs").glob("*.log")} == logs  # nothing ran again
     other = _fedmist(*args[:-2], "--points", "3", "--out", str(out), cwd=tmp_path)
     assert other.returncode == 2 and "another comparison" in other.stderr
+
+
+def test_a_point_leaking_more_than_sgd_gets_its_confidence_spread(tmp_path: Path) -> None:
+    from fedmist.studies.frontier import inversion_lines
+
+    def run(name: str, members: np.ndarray, nonmembers: np.ndarray) -> str:
+        d = tmp_path / name
+        d.mkdir()
+        np.savez(d / "scores.npz", is_member=np.r_[np.ones(len(members)), np.zeros(len(nonmembers))],
+                 score_confidence=np.r_[members, nonmembers])
+        return str(d)
+
+    grid = np.linspace(0, 1, 101)
+    rows = [{"defense": "sgd", "knob": "", "value": float("nan"), "auc": 0.70, "plr_0.1": 3.0,
+             "run_dirs": run("sgd", np.ones(101), grid)},
+            {"defense": "d", "knob": "params.x", "value": 1.0, "auc": 0.75, "plr_0.1": 2.0,
+             "run_dirs": run("d", 0.5 + grid / 2, grid / 2) + ";other-seed"},
+            {"defense": "e", "knob": "params.x", "value": 2.0, "auc": 0.60, "plr_0.1": 1.0, "run_dirs": ""}]
+    text = "\n".join(inversion_lines(rows))
+    assert "| sgd | 0.700 (0.700) | 3 | 1.000–1.000 (1.000) | 0.050–0.950 (0.500) |" in text
+    assert "| d params.x = 1 | 0.750 (0.700) | 2 | 0.525–0.975 (0.750) | 0.025–0.475 (0.250) |" in text
+    assert "| e " not in text  # below SGD's AUC: nothing to explain
+    assert inversion_lines(rows[:1] + rows[2:]) == []

@@ -231,6 +231,7 @@ def write_frontier(rows: Sequence[dict], verdict_rows: Sequence[dict], out: Path
                      f"{100 * r['test_acc']:.2f} % | {r['acc_drop']:.2f} | {r['plr_0.1']:.3g} "
                      f"[{_g(r['plr_0.1_lo'])}, {_g(r['plr_0.1_hi'])}] | {r['plr_0.1_attack']} | {r['auc']:.3f} | "
                      f"{r['n_shadows']} |")
+    lines += inversion_lines(rows)
     (out / "frontier.md").write_text("\n".join(lines) + "\n")
     v_lines = [header.replace("frontier", "verdicts at matched utility", 1), "",
                "Lowest highest-PLR@0.1 % among a defense's points within the band of SGD's test accuracy "
@@ -251,6 +252,43 @@ def write_frontier(rows: Sequence[dict], verdict_rows: Sequence[dict], out: Path
         v_lines += ["", band_verdict([x for x in verdict_rows if x["band"] == band]), ""]
     (out / "matched.md").write_text("\n".join(v_lines) + "\n")
     plot_frontier(rows, out / "frontier.png")
+
+
+def confidence_spread(run_dir: Path) -> dict | None:
+    """Members' and non-members' released true-class probability p_y (the ``confidence`` attack's
+    score in the audit's ``scores.npz``): 5th, 50th and 95th percentiles; None without it."""
+    path = Path(run_dir) / "scores.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        if "score_confidence" not in z.files:
+            return None
+        p, member = z["score_confidence"], z["is_member"].astype(bool)
+    q = lambda a: [float(v) for v in np.percentile(a, [5, 50, 95])]  # noqa: E731
+    return {"members": q(p[member]), "nonmembers": q(p[~member])}
+
+
+def inversion_lines(rows: Sequence[dict]) -> list[str]:
+    """For every point whose AUC exceeds SGD's (a defense leaking more than no defense), the
+    members' and non-members' p_y spread next to SGD's, so the table says why, not only that."""
+    sgd = next((r for r in rows if r["defense"] == "sgd"), None)
+    worse = [r for r in rows if sgd is not None and not r["defense"].startswith("sgd") and r["auc"] > sgd["auc"]]
+    if not worse:
+        return []
+    fmt = lambda q: f"{q[0]:.3f}–{q[2]:.3f} ({q[1]:.3f})" if q else "–"  # noqa: E731
+    out = ["", "## Points that leak more than SGD (AUC above SGD's), and why", "",
+           "p_y: the released true-class probability of the audit's members and non-members, 5–95 % "
+           "(median), first seed's run. A shadow-free attack thresholds p_y or the loss; where SGD puts "
+           "members *and* most non-members near 1, a model that lowers non-members' p_y more than "
+           "members' is easier to threshold without memorising more. The shadow-based attacks, which "
+           "calibrate per example, are the check.", "",
+           "| point | AUC (SGD) | PLR@0.1 % | members' p_y | non-members' p_y |", "|---|---|---|---|---|"]
+    for r in [sgd, *worse]:
+        spread = confidence_spread(Path(str(r["run_dirs"]).split(";")[0])) or {}
+        name = r["defense"] if not r["knob"] else f"{r['defense']} {display_name(r['knob'])} = {_g(r['value'])}"
+        out.append(f"| {name} | {r['auc']:.3f} ({sgd['auc']:.3f}) | {r['plr_0.1']:.3g} | "
+                   f"{fmt(spread.get('members'))} | {fmt(spread.get('nonmembers'))} |")
+    return out
 
 
 def _g(v: float) -> str:
