@@ -9,10 +9,11 @@
 #     permutation, so the artefact's 1350 members and 300 validation rows are fedmist's,
 #   - a CPU shim on PYTHONPATH (/work/hamp-artefact/shim: sitecustomize.py maps .cuda()/cuda devices
 #     to cpu, torch.load map_location=cpu; pandas.py stub, imported but unused by the artefact).
-# Usage: experiments/hamp_repro.sh art|fm [N_SHADOWS]
+# Usage: experiments/hamp_repro.sh art|fm [N_SHADOWS] ["undefended hamp"]
 set -u
 MODE=${1:?art or fm}
 N=${2:-16}
+DEFS=${3:-undefended hamp}
 LOGS=/work/main/runs/hamp-repro/logs
 mkdir -p "$LOGS"
 . /work/main/.venv/bin/activate
@@ -33,11 +34,12 @@ if [ "$MODE" = art ]; then
   # LiRA: lira-undefended.sh / lira-hamp.sh with total_models=$N (the scripts use 128)
   # N=16 used the scripts' folder names; other N get their own (folder_tag only names folders).
   SFX=$([ "$N" = 16 ] || echo "-n$N")
-  for d in undefended hamp; do
+  for d in $DEFS; do
     ft=$d$SFX
     res=lira-$ft-fullMember-$TS
     s=$(date +%s)
     for tag in $(seq 0 $((N-1))); do
+      [ -f $res/${tag}_logit.npy ] && continue   # resume: shadow already trained and queried
       if [ $d = undefended ]; then
         nice -n 10 python lira-train-org-dmp.py --train_org 1 --lr 0.5 --save_tag $tag --total_models $N \
           --train_size $TS --folder_tag $ft --gpu 0 --res_folder $res

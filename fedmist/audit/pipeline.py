@@ -127,6 +127,24 @@ def vulnerable_members(layout: ShadowLayout, is_member: np.ndarray) -> np.ndarra
     return mem[most_vulnerable_subset(g.mu_in[mem], g.sd_in[mem], g.mu_out[mem], g.sd_out[mem], k)]
 
 
+def shadow_accuracy(logits: np.ndarray, keep: np.ndarray, labels: np.ndarray) -> dict:
+    """Each shadow's accuracy on its own training rows (IN) and on the others (OUT) of the audit
+    set, and the shadows that diverged: IN accuracy under half the shadows' median. A diverged
+    shadow (e.g. plain SGD at a high learning rate ending near chance) puts its logits into
+    LiRA's Gaussians and drags every example's score; the audit names it instead of hiding it.
+
+    >>> logits = np.zeros((3, 4, 2)); logits[:2, :, 1] = 1.0  # shadows 0, 1 predict class 1; 2 predicts 0
+    >>> keep = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0]], dtype=bool)
+    >>> shadow_accuracy(logits, keep, np.ones(4, dtype=int))
+    {'in': [1.0, 1.0, 0.0], 'out': [1.0, 1.0, 0.0], 'diverged': [2]}
+    """
+    hits = logits.argmax(-1) == labels[None, :]
+    mean = lambda m: [float(h[k].mean()) if k.any() else float("nan") for h, k in zip(hits, m)]  # noqa: E731
+    acc_in, acc_out = mean(keep), mean(~keep)
+    median = float(np.nanmedian(acc_in))
+    return {"in": acc_in, "out": acc_out, "diverged": [i for i, a in enumerate(acc_in) if a < 0.5 * median]}
+
+
 def check_enough_shadows(attacks: Sequence[str], n_shadows: int) -> None:
     """AuditError unless every attack can run with ``n_shadows`` (0: shadow-free attacks only);
     commands that train first (compare, frontier) call it before anything trains."""
@@ -194,6 +212,12 @@ def audit_run(run: Any, attacks: Sequence[str], n_shadows: int, train_fn_factory
     else:
         vulnerable, source = None, "none (needs shadows)"
     report = build_report(scores, aset.is_member, vulnerable, fprs, n_bootstrap, seed)
+    accuracy = None if layout is None else shadow_accuracy(layout.logits, layout.keep, labels)
+    if accuracy and accuracy["diverged"]:
+        bad = ", ".join(f"{accuracy['in'][i]:.1%}" for i in accuracy["diverged"])
+        report["warnings"] = [f"shadow(s) {accuracy['diverged']} diverged (accuracy on their own training rows "
+                              f"{bad} vs the shadows' median {float(np.nanmedian(accuracy['in'])):.1%}); they enter "
+                              "LiRA's Gaussians and distort its scores: lower the learning rate, or set best_validation"]
     if report["vulnerable_subset"] is not None:
         report["vulnerable_subset"]["source"] = source
     report["audit"] = {
@@ -201,6 +225,7 @@ def audit_run(run: Any, attacks: Sequence[str], n_shadows: int, train_fn_factory
         "shadows_trained_now": n_trained, "shadow_protocol": SHADOW_PROTOCOL if n_shadows else None,
         "pool_size": int(len(aset.pool)), "shadow_train_size": int(len(aset.pool) // 2) if n_shadows else None,
         "target_train_size": int(len(split["members"])),
+        "shadow_accuracy": accuracy,
         "seconds": {"setup_and_shadows": round(t_shadows, 3), "attacks": timings,
                     "total": round(time.perf_counter() - t0, 3)},
     }

@@ -179,4 +179,6 @@ def format_report(report: Mapping) -> Table:
         fp = head["max_false_positives"]
         table.caption = (f"highest PLR@{HEADLINE_FPR:.1%}: {head['plr']:.2f} ({head['attack']}); the FPR allows "
                          f"{fp} false positive{'s' if fp != 1 else ''} of {report['n_nonmembers']} non-members")
+    for warning in report.get("warnings", []):
+        table.caption = (table.caption + "\n" if table.caption else "") + f"WARNING: {warning}"
     return table

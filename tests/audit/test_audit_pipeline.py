@@ -40,6 +40,9 @@ def test_memorizing_model_is_caught(first_audit, memorizing_run):
     saved = json.loads((run_dir / "audit.json").read_text())
     assert saved["headline"]["attack"] in FAST and saved["audit"]["n_shadows"] == 8
     assert saved["audit"]["shadow_train_size"] == 200 and saved["audit"]["target_train_size"] == 200
+    acc = saved["audit"]["shadow_accuracy"]  # memorising shadows: right on their own rows, none diverged
+    assert len(acc["in"]) == len(acc["out"]) == 8 and min(acc["in"]) > max(acc["out"]) and acc["diverged"] == []
+    assert "warnings" not in saved
     for name in ("audit.csv", "scores.npz", "roc.png", "roc_linear.png"):
         assert (run_dir / name).is_file()
 
@@ -139,3 +142,15 @@ def test_user_errors(small_run, kit):
 def test_list_attacks():
     table = list_attacks()
     assert table.row_count == len(ATTACKS)
+
+
+def test_a_diverged_shadow_is_named_in_the_printed_report() -> None:
+    from rich.console import Console
+
+    from fedmist.audit.report import format_report
+
+    report = {"fprs": [0.001], "n_members": 2, "n_nonmembers": 2, "attacks": {},
+              "warnings": ["shadow(s) [3] diverged (accuracy on their own training rows 3.2% vs the shadows' median 99.0%)"]}
+    console = Console(width=200, record=True)
+    console.print(format_report(report))
+    assert "WARNING: shadow(s) [3] diverged" in console.export_text()
