@@ -2,27 +2,29 @@
 # Issue 17 item 5: HAMP's artefact (DependableSystemsLab/MIA_defense_HAMP @ a064a1f) beside fedmist on
 # Location, same split. Results: experiments/results/location-hamp-repro.md.
 #
-# Artefact side runs the artefact's own scripts unmodified from /work/hamp-artefact/location with
+# Artefact side runs the artefact's own scripts unmodified from $ART/location (default ../hamp-artefact, a checkout of the artefact) with
 #   - location-features.npy / location-labels.npy built from shared/data/location/dataset_location.tgz
 #     (file order, labels 0..29),
 #   - location_shuffle.pkl = np.random.default_rng(0).permutation(5010), i.e. fedmist's seed-0 split
 #     permutation, so the artefact's 1350 members and 300 validation rows are fedmist's,
-#   - a CPU shim on PYTHONPATH (/work/hamp-artefact/shim: sitecustomize.py maps .cuda()/cuda devices
+#   - a CPU shim on PYTHONPATH ($ART/shim, written beside the checkout, not in this repository: sitecustomize.py maps .cuda()/cuda devices
 #     to cpu, torch.load map_location=cpu; pandas.py stub, imported but unused by the artefact).
 # Usage: experiments/hamp_repro.sh art|fm [N_SHADOWS] ["undefended hamp"]
 set -u
 MODE=${1:?art or fm}
 N=${2:-16}
 DEFS=${3:-undefended hamp}
-LOGS=/work/main/runs/hamp-repro/logs
+ROOT=$(cd "$(dirname "$0")/.." && pwd)  # the fedmist checkout
+ART=${HAMP_ARTEFACT:-$ROOT/../hamp-artefact}
+LOGS=$ROOT/runs/hamp-repro/logs
 mkdir -p "$LOGS"
-. /work/main/.venv/bin/activate
+. "$ROOT/.venv/bin/activate"
 export OMP_NUM_THREADS=1
 t() { local name=$1; shift; local s=$(date +%s); "$@"; local rc=$?; echo "$name $(( $(date +%s) - s )) s rc=$rc" >> "$LOGS/times.txt"; return $rc; }
 
 if [ "$MODE" = art ]; then
-  cd /work/hamp-artefact/location
-  export PYTHONPATH=/work/hamp-artefact/shim HAMP_CPU_SHIM=1
+  cd "$ART/location"
+  export PYTHONPATH=$ART/shim HAMP_CPU_SHIM=1
   TS=1500
   # targets, flags from location/train-undefended-hamp-only.sh (= train-all.sh:4,10-12)
   [ -f undefended-dmp-trainSize-1500/unprotected_model_best-0.pth.tar ] || \
@@ -63,7 +65,7 @@ if [ "$MODE" = art ]; then
       > $LOGS/art-lira-$d$SFX.log 2>&1
   done
 elif [ "$MODE" = fm ]; then
-  cd /work/main
+  cd "$ROOT"
   R=runs/hamp-repro
   ATK=loss,lira_online,lira_online_fixed,lira_offline,lira_offline_fixed,rmia
   [ -f $R/fm-hamp/model.pt ] || t fm-sim-hamp nice -n 10 fedmist simulate --recipe experiments/recipes/location-hamp-artefact.toml \
