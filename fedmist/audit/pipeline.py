@@ -136,13 +136,14 @@ def shadow_accuracy(logits: np.ndarray, keep: np.ndarray, labels: np.ndarray) ->
     >>> logits = np.zeros((3, 4, 2)); logits[:2, :, 1] = 1.0  # shadows 0, 1 predict class 1; 2 predicts 0
     >>> keep = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0]], dtype=bool)
     >>> shadow_accuracy(logits, keep, np.ones(4, dtype=int))
-    {'in': [1.0, 1.0, 0.0], 'out': [1.0, 1.0, 0.0], 'diverged': [2]}
+    {'in': [1.0, 1.0, 0.0], 'out': [1.0, 1.0, 0.0], 'median_in': 1.0, 'diverged': [2]}
     """
     hits = logits.argmax(-1) == labels[None, :]
     mean = lambda m: [float(h[k].mean()) if k.any() else float("nan") for h, k in zip(hits, m)]  # noqa: E731
     acc_in, acc_out = mean(keep), mean(~keep)
     median = float(np.nanmedian(acc_in))
-    return {"in": acc_in, "out": acc_out, "diverged": [i for i, a in enumerate(acc_in) if a < 0.5 * median]}
+    return {"in": acc_in, "out": acc_out, "median_in": median,
+            "diverged": [i for i, a in enumerate(acc_in) if a < 0.5 * median]}
 
 
 def check_enough_shadows(attacks: Sequence[str], n_shadows: int) -> None:
@@ -216,7 +217,7 @@ def audit_run(run: Any, attacks: Sequence[str], n_shadows: int, train_fn_factory
     if accuracy and accuracy["diverged"]:
         bad = ", ".join(f"{accuracy['in'][i]:.1%}" for i in accuracy["diverged"])
         report["warnings"] = [f"shadow(s) {accuracy['diverged']} diverged (accuracy on their own training rows "
-                              f"{bad} vs the shadows' median {float(np.nanmedian(accuracy['in'])):.1%}); they enter "
+                              f"{bad} vs the shadows' median {accuracy['median_in']:.1%}); they enter "
                               "LiRA's Gaussians and distort its scores: lower the learning rate, or set best_validation"]
     if report["vulnerable_subset"] is not None:
         report["vulnerable_subset"]["source"] = source

@@ -211,17 +211,9 @@ def pack_predict_result(res: PredictResult) -> RecordDict:
 
 
 def unpack_predict_result(content: RecordDict, job: PredictJob) -> PredictResult:
-    shape = (len(job.rows), _num_classes(content)) if job.full else job.rows.shape
+    shape = (len(job.rows), None) if job.full else job.rows.shape  # full: one row per class, any number
     probs = _checked_array(content, "probs", "probs", shape, job.client)
     return PredictResult(job.client, probs, float(content.metric_records["metrics"]["seconds"]))
-
-
-def _num_classes(content: RecordDict) -> int:
-    try:
-        shape = unbundle(content.array_records["probs"])["probs"].shape
-        return int(shape[1]) if len(shape) == 2 else -1
-    except (KeyError, BadReply):
-        return -1
 
 
 def _optional(content: RecordDict, record: str, name: str) -> np.ndarray | None:
@@ -254,6 +246,7 @@ def _checked_metric(record: MetricRecord, name: str, client: int) -> float:
 
 
 def _checked_array(content: RecordDict, record: str, name: str, shape: tuple, client: int) -> np.ndarray:
+    """The named array of a reply, finite and of ``shape`` (``None``: any size in that dimension)."""
     try:
         arrays = unbundle(content.array_records[record]) if record in content.array_records else {}
     except BadReply as err:
@@ -261,8 +254,9 @@ def _checked_array(content: RecordDict, record: str, name: str, shape: tuple, cl
     if name not in arrays:
         raise BadReply(f"client {client}: reply has no '{record}/{name}' array")
     arr = arrays[name]
-    if arr.shape != tuple(shape):
-        raise BadReply(f"client {client}: {name} has shape {arr.shape}, expected {tuple(shape)}")
+    if len(arr.shape) != len(shape) or any(want is not None and got != want for got, want in zip(arr.shape, shape)):
+        expected = tuple("any" if want is None else want for want in shape)
+        raise BadReply(f"client {client}: {name} has shape {arr.shape}, expected {expected}")
     if not np.isfinite(arr).all():
         raise BadReply(f"client {client}: {name} contains NaN/Inf")
     return arr

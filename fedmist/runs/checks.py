@@ -14,9 +14,9 @@ def check_config(cfg: RunConfig, spec: DefenseSpec) -> RunConfig:
     """Every check of a config about to train with defense ``spec``; returns ``cfg``."""
     spec.check(cfg)
     cfg.validate()
-    spec.parse_params(cfg.params)
+    params = spec.parse_params(cfg.params)
     check_fl_config(cfg, spec) if cfg.mode == "fl" else check_not_fl(cfg, spec)
-    if best_validation_wanted(cfg, spec.parse_params(cfg.params)):
+    if best_validation_wanted(cfg, params):
         check_best_validation(cfg, spec)
     return cfg
 

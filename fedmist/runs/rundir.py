@@ -230,13 +230,13 @@ def train_run(run: Run, federation: Federation) -> None:
         def rounds(fed: Federation, state: State, members: np.ndarray, start: int, on_epoch) -> State:
             return train(cfg, spec, fed, state, members, start, on_epoch)
         run.state = spec.train_loop(run, federation, rounds)
-    elif best_validation_wanted(cfg, spec.parse_params(cfg.params)):
+    else:
         def rounds_with_reference(fed: Federation, state: State, members: np.ndarray, start: int, on_epoch) -> State:
             return train(cfg, spec, fed, state, members, start, on_epoch, run.split.reference)
-        run.state = keep_best_epoch(run, federation, rounds_with_reference)
-    else:
-        run.state = train(cfg, spec, federation, run.state, run.split.members, run.start_epoch, run.on_epoch,
-                          run.split.reference)
+        if best_validation_wanted(cfg, spec.parse_params(cfg.params)):
+            run.state = keep_best_epoch(run, federation, rounds_with_reference)
+        else:
+            run.state = rounds_with_reference(federation, run.state, run.split.members, run.start_epoch, run.on_epoch)
     run.finish()
 
 

@@ -120,3 +120,18 @@ def test_held_phase1_weights_give_the_in_process_result(forget: bool, monkeypatc
         assert named == Counter({True: 3 * 2}), named
         assert not any("no longer holds" in line for line in log), log
     assert not any("dropout" in line for line in log), log
+
+
+def test_a_full_predict_reply_takes_any_class_count_but_one_row_per_asked_row() -> None:
+    from fedmist.training.jobs import PredictJob, PredictResult
+
+    job = PredictJob(0, 1, {}, np.arange(4), full=True)
+
+    def reply(probs: np.ndarray) -> RecordDict:
+        return messages.pack_predict_result(PredictResult(0, probs, 0.1))
+
+    assert messages.unpack_predict_result(reply(np.full((4, 7), 1 / 7)), job).probs.shape == (4, 7)
+    with pytest.raises(messages.BadReply, match=r"expected \(4, 'any'\)"):
+        messages.unpack_predict_result(reply(np.full((3, 7), 1 / 7)), job)
+    with pytest.raises(messages.BadReply, match="has shape"):
+        messages.unpack_predict_result(reply(np.full(4, 0.5)), job)
