@@ -7,7 +7,6 @@ true-class probabilities on the peers' rows, saving the separate ``query.predict
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import zipfile
@@ -135,8 +134,9 @@ def unpack_local_result(content: RecordDict, job: LocalJob) -> LocalResult:
 
 # --- phase 2 -----------------------------------------------------------------------------------
 def weights_digest(content: RecordDict) -> str:
-    """SHA-256 of a message's packed weights: the name under which a client holds them."""
-    return hashlib.sha256(content.array_records["weights"]["npz"].data).hexdigest()
+    """The name under which a client holds a reply's weights: Flower's own content address of the
+    packed Array (a SHA-256 over its chunks' hashes), which Flower computes to send it anyway."""
+    return content.array_records["weights"]["npz"].object_id
 
 
 def pack_xdiff(cfg: RunConfig, job: XdiffJob, held: str | None = None) -> RecordDict:

@@ -57,6 +57,8 @@ def test_tls_authenticated_deployment_equals_the_simulation(cluster: Cluster, tm
     assert all("SuperNode ID" in n.text() for n in cluster.nodes.values())
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [(h["epoch"], h["dropped"]) for h in history] == [(1, []), (2, [])]
+    # phase 2 found every client's held phase-1 weights (the digests agree across the network)
+    assert "no longer holds its phase-1 weights" not in proc.stdout
     got = torch.load(out / "model.pt")
     expected = reference_state(SETS)
     for k in expected:
