@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fedmist.studies.frontier import plan_points
+import pytest
+
+from fedmist.errors import ConfigError
+from fedmist.studies.frontier import plan_points, point_cells
 
 TINY = ["--dataset", "synthetic:240x12x3", "--model", "mlp-small", "--train-size", "120", "--batch-size", "20",
         "--epochs", "2"]
@@ -32,6 +35,34 @@ def test_the_plan_has_sgd_matched_baselines_and_every_knob_value() -> None:
     assert [v for d, k, v in names if d == "mist-c4"] == [0.25, 4.0, 64.0]
     assert [k for d, k, v in names if d == "mixup_mmd"] == ["params.mmd_weight"] * 3
     assert all(p.overrides["epochs"] == "2" for p in plan)
+
+
+def test_a_preset_recipe_names_the_curve_centres_the_grid_and_gets_its_matched_baseline(tmp_path: Path) -> None:
+    preset = tmp_path / "location-advreg-mine.toml"
+    preset.write_text('defense = "advreg"\nreference_size = 1234\n[params]\nalpha = 10.0\n')
+    plan = plan_points("location", ["advreg", "mist"], 5, [2], {}, recipes={"advreg": preset},
+                       values={"mist": [0.5, 2.0]})
+    curves = [(p.defense, p.value, p.base) for p in plan]
+    assert [v for d, v, b in curves if d == "advreg-mine"] == [2.5, 5.0, 10.0, 20.0, 40.0]  # 1/4..4 x the preset's
+    assert {b for d, v, b in curves if d == "advreg-mine"} == {"advreg"}
+    assert [v for d, v, b in curves if d == "mist-c2"] == [0.5, 2.0]  # the chosen values, not the grid
+    matched = [p for p in plan if p.defense == "sgd-matched-advreg-mine"]
+    assert len(matched) == 1 and matched[0].base == "sgd" and matched[0].recipe == preset
+    cells = point_cells(matched[0], "location", [0], tmp_path)
+    assert cells[0].config.defense == "sgd" and cells[0].config.reference_size == 1234
+    (cell,) = point_cells([p for p in plan if p.defense == "advreg-mine"][0], "location", [3], tmp_path)
+    assert (cell.config.defense, cell.config.params["alpha"], cell.config.reference_size, cell.seed) == \
+        ("advreg", "2.5", 1234, 3)
+    assert cell.run_dir.name == "location-advreg-mine-alpha2.5-s3"
+    # a preset without a hold-out has no matched baseline; a name outside --defenses is refused
+    plain = tmp_path / "location-mist-mine.toml"
+    plain.write_text('defense = "mist"\nlam = 2.0\n')
+    assert not [p for p in plan_points("location", ["mist"], 3, [4], {}, recipes={"mist": plain})
+                if p.defense.startswith("sgd-matched")]
+    assert [p.value for p in plan_points("location", ["mist"], 3, [4], {}, recipes={"mist": plain})[1:]] == \
+        [0.5, 2.0, 8.0]
+    with pytest.raises(ConfigError, match="not in --defenses"):
+        plan_points("location", ["mist"], 3, [2], {}, values={"hamp": [1.0]})
 
 
 def test_frontier_end_to_end_then_reuses_every_point(tmp_path: Path) -> None:

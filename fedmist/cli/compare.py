@@ -15,6 +15,7 @@ from fedmist.config import parse_client
 from fedmist.data.registry import DATASETS, dataset_names, parse_synthetic
 from fedmist.errors import ConfigError, RunDirError
 from fedmist.runs.console import console
+from fedmist.runs.recipes import find_recipe
 from fedmist.studies.cells import as_set_value, check_reuse
 from fedmist.studies.compare import (
     CompareSettings,
@@ -122,7 +123,8 @@ def compare_command(explicit: dict[str, Any], defenses: str | None, attacks: str
 
 def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_clients: str, seeds: str,
                      shadows: int, bands: str, out: Path, jobs: int, shadow_engine: str, audit_seed: int,
-                     bootstrap: int, shadows_for: list[str], set_: list[str], force: bool) -> list[dict]:
+                     bootstrap: int, shadows_for: list[str], set_: list[str], force: bool,
+                     recipe_for: list[str] | None = None, values_for: list[str] | None = None) -> list[dict]:
     overrides = {k: as_set_value(v) for k, v in merge_overrides(explicit, set_).items()}
     dataset = overrides.pop("dataset", "location")
     if overrides.get("mode") == "fl":
@@ -135,6 +137,9 @@ def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_
         raise ConfigError(f"--points must be >= 2, got {points}")
     seed_list = _ints(seeds, "--seeds")
     per_defense = _per_defense(shadows_for)
+    recipes = {name: find_recipe(text) for name, text in _pairs(recipe_for, "--recipe-for", "DEFENSE=RECIPE").items()}
+    values = {name: _floats(text, f"--values-for {name}")
+              for name, text in _pairs(values_for, "--values-for", "DEFENSE=V1,V2,...").items()}
     for n in [shadows, *per_defense.values()]:
         if n:
             check_enough_shadows(SHADOW_FREE + SHADOWED, n)
@@ -142,6 +147,8 @@ def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_
     request = {"dataset": dataset, "defenses": defense_list, "points": points, "mist_clients": mist_clients,
                "seeds": seed_list, "shadows": shadows, "shadows_for": per_defense, "bands": band_list,
                "audit_seed": audit_seed, "bootstrap": bootstrap, "overrides": overrides}
+    if recipes or values:  # only when given, so directories made before these options still match
+        request |= {"recipes": {k: str(v) for k, v in recipes.items()}, "values": values}
     claim_output(out / "frontier.json", request, force)
     console.print(f"[bold]fedmist frontier[/] {dataset}: {', '.join(defense_list)} × {points} points, seeds {seed_list}; "
                   f"shadow-free attacks everywhere, {shadows} shadows within {max(band_list):g} points of SGD; "
@@ -154,12 +161,14 @@ def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_
 
     rows, verdict_rows = run_frontier(dataset, defense_list, seed_list, out, points=points,
                                       mist_clients=_ints(mist_clients, "--mist-clients"), shadows=shadows,
-                                      bands=band_list, overrides=overrides, settings=settings, on_done=done)
+                                      bands=band_list, overrides=overrides, settings=settings, recipes=recipes,
+                                      values=values, on_done=done)
     shadowed = (f"LiRA and RMIA with {shadows} shadows (per defense: {per_defense or 'none'}) at points within "
                 f"{max(band_list):g} points of SGD" if shadows else "no shadow-based attack (--shadows 0)")
     header = (f"# {dataset}: privacy–utility frontier\n\nSeeds {seed_list} (mean); audit seed {audit_seed}; "
               f"shadow-free attacks ({', '.join(SHADOW_FREE)}) at every point, {shadowed}; knob grids "
-              f"from each defense's DefenseSpec.tune_knob ({points} values); overrides {overrides or 'none'}; "
+              f"from each defense's DefenseSpec.tune_knob ({points} values){_sweep_note(recipes, values)}; "
+              f"overrides {overrides or 'none'}; "
               f"machine: {platform.machine()} CPU. sgd-matched-X: SGD on exactly the members defense X keeps.")
     write_frontier(rows, verdict_rows, out, header)
     console.print((out / "matched.md").read_text())
@@ -167,14 +176,31 @@ def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_
     return rows
 
 
-def _per_defense(items: list[str] | None) -> dict[str, int]:
-    per_defense = {}
+def _pairs(items: list[str] | None, option: str, form: str) -> dict[str, str]:
+    """``NAME=TEXT`` items of a repeatable option, as a dict (a bad item names the option)."""
+    pairs = {}
     for item in items or []:
-        name, _, n = item.partition("=")
-        if not n.isdigit():
-            raise ConfigError(f"--shadows-for expects DEFENSE=N, got {item!r}")
-        per_defense[name.strip()] = int(n)
-    return per_defense
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise ConfigError(f"{option} expects {form}, got {item!r}")
+        pairs[name.strip()] = text.strip()
+    return pairs
+
+
+def _sweep_note(recipes: dict[str, Path], values: dict[str, list[float]]) -> str:
+    """Which curves were swept from another recipe or over chosen values (the header says so)."""
+    parts = [f"{d} swept around {r.name}" + ("" if d in values else " (1/4 to 4 times its value)")
+             for d, r in recipes.items()]
+    parts += [f"{d} at {', '.join(f'{v:g}' for v in vs)} (chosen values)" for d, vs in values.items()]
+    return f"; {'; '.join(parts)}" if parts else ""
+
+
+def _per_defense(items: list[str] | None) -> dict[str, int]:
+    pairs = _pairs(items, "--shadows-for", "DEFENSE=N")
+    bad = [f"{k}={v}" for k, v in pairs.items() if not v.isdigit()]
+    if bad:
+        raise ConfigError(f"--shadows-for expects DEFENSE=N, got {bad[0]!r}")
+    return {k: int(v) for k, v in pairs.items()}
 
 
 def claim_output(path: Path, request: dict, force: bool) -> None:

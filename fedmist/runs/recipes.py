@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fedmist.data.registry import DEFAULT_MODEL, base_name
 from fedmist.defenses import DEFENSES
+from fedmist.errors import ConfigError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -15,6 +16,19 @@ def recipe_dirs() -> list[Path]:
     """``./experiments/recipes`` first (a user's own), then the ones shipped with fedmist."""
     dirs = [Path("experiments/recipes"), SHIPPED]
     return [d for d in dirs if d.is_dir()]
+
+
+def find_recipe(name: str) -> Path:
+    """A recipe by path, or by name in the recipe directories (``location-advreg-artefact``, with or
+    without ``.toml``); a ConfigError lists the names it looked for."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    stem = name[:-5] if name.endswith(".toml") else name
+    for d in recipe_dirs():
+        if (d / f"{stem}.toml").is_file():
+            return d / f"{stem}.toml"
+    raise ConfigError(f"no recipe {name!r}: not a file, and no {stem}.toml in {', '.join(map(str, recipe_dirs()))}")
 
 
 def default_recipe(dataset: str, defense: str, model: str = "") -> Path | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from fedmist.config import display_name
 from fedmist.defenses import DEFENSES
+from fedmist.defenses.registry import Knob
 from fedmist.errors import ConfigError
 from fedmist.runs.recipes import default_recipe
 from fedmist.runs.rundir import split_for
@@ -48,50 +49,96 @@ SHADOWED = ["lira_online", "lira_offline", "lira_online_fixed", "lira_offline_fi
 class Point:
     """One setting of one defense: a curve's point once its cells (one per seed) have run."""
 
-    defense: str  # the curve: "mist-c2", "dpsgd", "sgd", "sgd-matched-mixup_mmd", ...
+    defense: str  # the curve: "mist-c2", "dpsgd", "advreg-artefact", "sgd", "sgd-matched-mixup_mmd", ...
     knob: str  # config key of the strength ("" for baselines)
     value: float
     overrides: dict[str, str]
+    base: str = "sgd"  # the fedmist defense that trains it
+    recipe: Path | None = None  # None: the dataset's default recipe for ``base``
 
 
 def plan_points(dataset: str, defenses: Sequence[str], points: int, mist_clients: Sequence[int],
-                overrides: dict[str, str]) -> list[Point]:
+                overrides: dict[str, str], recipes: Mapping[str, Path] | None = None,
+                values: Mapping[str, Sequence[float]] | None = None) -> list[Point]:
     """SGD, the matched-member SGD baselines, then every defense's sweep; refuses unknown defenses
-    and defenses without a knob before anything trains."""
-    unknown = [d for d in defenses if d not in DEFENSES]
+    and defenses without a knob before anything trains.
+
+    ``recipes`` sweeps a defense around another recipe than its default (an authors'-settings
+    preset): the curve is named after it (``location-advreg-artefact`` -> ``advreg-artefact``) and,
+    unless ``values`` gives the knob's values, the grid spans 1/4 to 4 times the preset's own value.
+    A defense whose recipe holds rows out of the training budget gets SGD on exactly the members it
+    keeps (``sgd-matched-<curve>``)."""
+    recipes, values = dict(recipes or {}), dict(values or {})
+    unknown = [d for d in [*defenses, *recipes, *values] if d not in DEFENSES]
     if unknown:
         raise ConfigError(f"unknown defense(s) {', '.join(unknown)}; known: {', '.join(sorted(DEFENSES))}")
+    stray = [d for d in [*recipes, *values] if d not in defenses]
+    if stray:
+        raise ConfigError(f"--recipe-for/--values-for name {', '.join(stray)}, not in --defenses {', '.join(defenses)}")
     no_knob = [d for d in defenses if DEFENSES[d].tune_knob is None]
     if no_knob:
         raise ConfigError(f"{', '.join(no_knob)} have no strength knob to sweep (DefenseSpec.tune_knob)")
     plan = [Point("sgd", "", math.nan, dict(overrides))]
     for d in defenses:
-        spec = DEFENSES[d]
-        if spec.reference_fraction > 0 and "reference_size" not in overrides:
-            plan.append(Point(f"sgd-matched-{d}", "reference_size", math.nan,
-                              {**overrides, "reference_size": f"matched:{d}"}))
+        spec, recipe = DEFENSES[d], recipes.get(d)
+        name = d if recipe is None else _curve_name(dataset, recipe)
+        if "reference_size" not in overrides and _held_out(
+                make_cell(dataset, d, 0, Path("."), recipe or default_recipe(dataset, d), overrides)):
+            plan.append(Point(f"sgd-matched-{name}", "reference_size", math.nan,
+                              {**overrides, "reference_size": f"matched:{d}"}, recipe=recipe))
         knob = spec.tune_knob
         assert knob is not None
+        grid = list(values[d]) if d in values else knob.grid(points) if recipe is None else \
+            _grid_around(knob, _knob_value(dataset, d, recipe, overrides), points)
         for clients in (mist_clients if spec.tune_clients else [None]):
-            curve = d if clients is None else f"{d}-c{clients}"
+            curve = name if clients is None else f"{name}-c{clients}"
             extra = {} if clients is None else {"clients": str(clients)}
-            plan += [Point(curve, knob.key, v, {**overrides, **extra, knob.key: f"{v:g}"}) for v in knob.grid(points)]
+            plan += [Point(curve, knob.key, v, {**overrides, **extra, knob.key: f"{v:g}"}, d, recipe) for v in grid]
     return plan
+
+
+def _curve_name(dataset: str, recipe: Path) -> str:
+    """``location-advreg-artefact.toml`` -> ``advreg-artefact``."""
+    stem = recipe.stem
+    prefix = f"{dataset.split(':')[0]}-"
+    return stem[len(prefix):] if stem.startswith(prefix) else stem
+
+
+def _knob_value(dataset: str, defense: str, recipe: Path, overrides: Mapping[str, str]) -> float:
+    """The knob's value in a recipe (its [params], else the defense's default)."""
+    spec = DEFENSES[defense]
+    assert spec.tune_knob is not None
+    cfg = make_cell(dataset, defense, 0, Path("."), recipe, dict(overrides)).config
+    key = spec.tune_knob.key
+    if not key.startswith("params."):
+        return float(getattr(cfg, key))
+    return float(getattr(spec.parse_params(cfg.params), key.split(".", 1)[1]))
+
+
+def _grid_around(knob: Knob, center: float, points: int) -> list[float]:
+    """``points`` values from center/4 to 4 x center (the knob's own range when center is 0).
+
+    >>> _grid_around(Knob("params.alpha", 0.25, 8.0), 10.0, 5)
+    [2.5, 5.0, 10.0, 20.0, 40.0]
+    """
+    if not center > 0:
+        return knob.grid(points)
+    return replace(knob, lo=center / 4, hi=center * 4).grid(points)
 
 
 def point_cells(point: Point, dataset: str, seeds: Sequence[int], out: Path) -> list[Cell]:
     """The point's cells, one per seed, in ``out/runs``; a matched-member baseline takes the
     reference size its defense would hold out (``matched:<defense>``)."""
-    base_defense = "sgd" if point.defense.startswith("sgd") else point.defense.split("-c")[0]
     overrides = dict(point.overrides)
     if overrides.get("reference_size", "").startswith("matched:"):
         holder = overrides["reference_size"].split(":", 1)[1]
-        ref = make_cell(dataset, holder, seeds[0], out, default_recipe(dataset, holder),
+        ref = make_cell(dataset, holder, seeds[0], out, point.recipe or default_recipe(dataset, holder),
                         {k: v for k, v in overrides.items() if k != "reference_size"})
         overrides["reference_size"] = str(_held_out(ref))
     label = point.defense if not point.knob or point.knob == "reference_size" else \
         f"{point.defense}-{display_name(point.knob).replace('params.', '')}{point.value:g}"
-    return [make_cell(dataset, base_defense, seed, out, default_recipe(dataset, base_defense), overrides,
+    recipe = point.recipe if point.base != "sgd" else None
+    return [make_cell(dataset, point.base, seed, out, recipe or default_recipe(dataset, point.base), overrides,
                       label=label) for seed in seeds]
 
 
@@ -103,9 +150,10 @@ def _held_out(cell: Cell) -> int:
 def run_frontier(dataset: str, defenses: Sequence[str], seeds: Sequence[int], out: Path, *, points: int = 5,
                  mist_clients: Sequence[int] = (2, 4), shadows: int = 16, bands: Sequence[float] = (1, 3, 5),
                  overrides: dict[str, str] | None = None, settings: CompareSettings | None = None,
+                 recipes: Mapping[str, Path] | None = None, values: Mapping[str, Sequence[float]] | None = None,
                  on_done=None) -> tuple[list[dict], list[dict]]:
     """Train and audit every point; returns (one row per point, the verdict rows)."""
-    plan = plan_points(dataset, defenses, points, mist_clients, dict(overrides or {}))
+    plan = plan_points(dataset, defenses, points, mist_clients, dict(overrides or {}), recipes, values)
     cells = [(p, point_cells(p, dataset, seeds, out)) for p in plan]
     base = settings or CompareSettings(SHADOW_FREE, 0)
     free = replace(base, attacks=SHADOW_FREE, shadows=0, shadows_for={})
