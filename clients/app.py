@@ -9,6 +9,8 @@ Fault injection for tests: see ``fedmist.flower.faults`` (``FEDMIST_FAULT``).
 
 from __future__ import annotations
 
+import uuid
+
 import torch
 from flwr.app import Context, Message, MetricRecord
 from flwr.clientapp import ClientApp
@@ -57,10 +59,17 @@ def train(msg: Message, context: Context) -> Message:
     faults.before(job.client, job.epoch, cfg.seed)
     result = run_local(get_workspace(cfg), cfg, job, get_defense(cfg.defense))
     result.state = faults.corrupt(job.client, job.epoch, cfg.seed, result.state)
-    reply = messages.pack_local_result(result)
-    if messages.hold_asked(msg.content):
+    if not messages.hold_asked(msg.content):
+        return _reply(messages.pack_local_result(result), msg, context)
+    # Weights the server would not check stay here only when finite: NaN/Inf ones go up, to be
+    # rejected (and logged with this node's partition-id) like any invalid reply.
+    if job.upload or not messages.all_finite(result.state):
+        reply = messages.pack_local_result(result)
         _HELD[job.client] = (messages.weights_digest(reply), result.state)
-    return _reply(reply, msg, context)
+        return _reply(reply, msg, context)
+    name = uuid.uuid4().hex
+    _HELD[job.client] = (name, result.state)
+    return _reply(messages.pack_local_result(result, held=name), msg, context)
 
 
 @app.train("xdiff")
@@ -69,6 +78,9 @@ def xdiff(msg: Message, context: Context) -> Message:
     cfg, job = messages.unpack_xdiff(msg.content, held=dict(_HELD.values()))
     cfg = _local_cfg(cfg, context)
     faults.before(job.client, job.epoch, cfg.seed)
+    redo = messages.redo_job(msg.content, job)
+    if redo is not None:  # this process lost phase-1 weights the server never had: the same pass again
+        job.state = run_local(get_workspace(cfg), cfg, redo, get_defense(cfg.defense)).state
     result = run_xdiff(get_workspace(cfg), cfg, job)
     result.state = faults.corrupt(job.client, job.epoch, cfg.seed, result.state)
     return _reply(messages.pack_xdiff_result(result), msg, context)

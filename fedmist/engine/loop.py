@@ -31,6 +31,7 @@ from fedmist.training.aggregate import average_states
 from fedmist.training.jobs import (
     DefenseHooks,
     EpochReport,
+    HeldOnClient,
     Federation,
     LocalJob,
     LocalResult,
@@ -79,8 +80,12 @@ def run_round(cfg: RunConfig, spec: DefenseHooks, federation: Federation, state:
     first, second = plan.labels
 
     t0 = time.perf_counter()
+    # The server needs phase-1 weights only to average them or to record them; when phase 2 follows
+    # from the clients' own phase-1 models and the targets come from the piggybacked probabilities,
+    # a federation may leave the weights on the clients (LocalJob.upload).
+    upload = not (piggyback and plan.on_uploads is None)
     jobs = [LocalJob(c, epoch, lr, for_client(state, c), rows, _others(parts, c) if piggyback else EMPTY,
-                     reference_rows=plan.reference, ascent_rows=plan.ascent.get(c, EMPTY))
+                     reference_rows=plan.reference, ascent_rows=plan.ascent.get(c, EMPTY), upload=upload)
             for c, rows in enumerate(parts)]
     dropped: dict[int, str] = {}
     local = sorted(federation.local(cfg, jobs), key=lambda r: r.client)
@@ -112,21 +117,17 @@ def run_round(cfg: RunConfig, spec: DefenseHooks, federation: Federation, state:
         xdiff_loss = float(np.mean([r.xdiff for r in finals]))
         xdiff_seconds = float(sum(r.seconds for r in finals))
     else:
-        uploads = {r.client: r.state for r in local}
+        uploads = {r.client: r.state for r in local if not isinstance(r.state, HeldOnClient)}
     t2 = time.perf_counter()
     clients = sorted(uploads)
     kept = kept_buffers(state, uploads)  # keep_optimizer: each client's own momentum, never averaged
     uploads = {c: without_momentum(s) for c, s in uploads.items()}
-    if plan.weights is None:
-        weights = {c: 1.0 / len(clients) for c in clients}
-        new_state = average_states([uploads[c] for c in clients])
-    else:
-        total = sum(plan.weights[c] for c in clients)
-        weights = {c: plan.weights[c] / total for c in clients}
-        new_state = average_states([uploads[c] for c in clients], [weights[c] for c in clients])
-    new_state.update(kept)
-    if plan.after_average is not None:
-        plan.after_average(new_state, len(clients), epoch)
+    if clients:
+        new_state, weights = _average(uploads, kept, plan, epoch)
+    else:  # phase 2 was skipped after dropouts, and the phase-1 weights had stayed on the clients
+        _log(f"epoch {epoch}: no weights to average (the phase-1 weights stayed on the clients); "
+             "the global model is kept for this epoch")
+        new_state, weights = dict(state), {}
     t3 = time.perf_counter()
 
     report = EpochReport(epoch, lr, float(np.mean([r.loss for r in local])), xdiff_loss, t1 - t0, t2 - t1, t3 - t2)
@@ -140,6 +141,23 @@ def run_round(cfg: RunConfig, spec: DefenseHooks, federation: Federation, state:
         phase1 = {r.client: r.state for r in local} if do_xdiff else None
         report.extra.update(plan.on_uploads(epoch, state, phase1, uploads, weights))
     return new_state, report
+
+
+def _average(uploads: dict[int, State], kept: State, plan: RoundPlan, epoch: int) -> tuple[State, dict[int, float]]:
+    """The round's new global state from the uploads (the plan's weights, or equal ones) with the
+    clients' ``kept`` buffers, and the normalised weights."""
+    clients = sorted(uploads)
+    if plan.weights is None:
+        weights = {c: 1.0 / len(clients) for c in clients}
+        new_state = average_states([uploads[c] for c in clients])
+    else:
+        total = sum(plan.weights[c] for c in clients)
+        weights = {c: plan.weights[c] / total for c in clients}
+        new_state = average_states([uploads[c] for c in clients], [weights[c] for c in clients])
+    new_state.update(kept)
+    if plan.after_average is not None:
+        plan.after_average(new_state, len(clients), epoch)
+    return new_state, weights
 
 
 def run_epoch(cfg: RunConfig, spec: DefenseHooks, federation: Federation, state: State, members: np.ndarray,

@@ -8,6 +8,7 @@ results than jobs only when ``cfg.min_clients`` allows it; otherwise it raises F
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -22,6 +23,7 @@ from fedmist.engine.loop import quorum
 from fedmist.errors import FederationError
 from fedmist.flower import messages
 from fedmist.training.jobs import (
+    HeldOnClient,
     LocalJob,
     LocalResult,
     PredictJob,
@@ -59,28 +61,37 @@ def wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
 
 class FlowerFederation:
     """``hold_weights`` (deployments): clients keep their phase-1 weights and ``train.xdiff`` names
-    them by digest instead of sending them back, a quarter of an epoch's bytes through the
-    SuperLink; a client that lost them (restarted process) answers NOT_HELD and gets them sent."""
+    them instead of sending them back. When the server needs only the probabilities
+    (``LocalJob.upload`` False: MIST's virtual federation) the weights do not travel up either, so
+    of an epoch's four weight transfers per client only the global model's and phase 2's remain.
+    A client that lost them (restarted process) answers NOT_HELD and gets them sent, or, when the
+    server never had them, the phase-1 job to run again (the same seeded pass) before phase 2."""
 
     def __init__(self, grid: Grid, nodes: list[int], poll: float = DEPLOY_POLL_S, log: Log = print,
-                 hold_weights: bool = False) -> None:
+                 hold_weights: bool = False, always_upload: bool = False) -> None:
         self.grid = grid
         self.nodes = nodes
         self.poll = poll
         self.log = log
         self.hold_weights = hold_weights
-        self.held: dict[int, tuple[str, dict]] = {}  # client -> (digest, state) of its last phase-1 reply
+        self.always_upload = always_upload  # phase-1 weights travel up even when only named later
+        self.held: dict[int, tuple[str, dict]] = {}  # client -> (name, state) of its last phase-1 reply
+        self.phase1: dict[int, LocalJob] = {}  # client -> its last phase-1 job (to redo it, see xdiff)
         self.round = 0
         self.rejected: dict[int, str] = {}  # client -> why, for the last round (read by the epoch loop)
         self.partition_of: dict[int, int] = {}  # node -> its SuperNode's partition-id (from its replies)
 
     def local(self, cfg: RunConfig, jobs: list[LocalJob]) -> list[LocalResult]:
         self.held = {}
+        if self.always_upload:
+            jobs = [dataclasses.replace(job, upload=True) for job in jobs]
+        self.phase1 = {job.client: job for job in jobs} if self.hold_weights else {}
 
         def unpack(content: RecordDict, job: LocalJob) -> LocalResult:
             result = messages.unpack_local_result(content, job)
             if self.hold_weights:
-                self.held[job.client] = (messages.weights_digest(content), result.state)
+                name = result.state.name if isinstance(result.state, HeldOnClient) else messages.weights_digest(content)
+                self.held[job.client] = (name, result.state)
             return result
 
         pack = functools.partial(messages.pack_local, hold=self.hold_weights)
@@ -88,14 +99,22 @@ class FlowerFederation:
 
     def xdiff(self, cfg: RunConfig, jobs: list[XdiffJob]) -> list[XdiffResult]:
         def pack_named(cfg: RunConfig, job: XdiffJob) -> RecordDict:
-            digest, state = self.held.get(job.client, (None, None))
-            return messages.pack_xdiff(cfg, job, held=digest if state is job.state else None)
+            name, state = self.held.get(job.client, (None, None))
+            return messages.pack_xdiff(cfg, job, held=name if state is job.state else None)
+
+        def resend(cfg: RunConfig, job: XdiffJob) -> RecordDict:
+            if isinstance(job.state, HeldOnClient):
+                return messages.pack_xdiff(cfg, job, redo=self.phase1[job.client])
+            return messages.pack_xdiff(cfg, job)
+
+        def unpack(content: RecordDict, job: XdiffJob) -> XdiffResult:
+            like = self.phase1[job.client].state if isinstance(job.state, HeldOnClient) else None
+            return messages.unpack_xdiff_result(content, job, like)
 
         try:
-            return self._round(cfg, messages.XDIFF, jobs, pack_named, messages.unpack_xdiff_result,
-                               resend=messages.pack_xdiff)
+            return self._round(cfg, messages.XDIFF, jobs, pack_named, unpack, resend=resend)
         finally:
-            self.held = {}
+            self.held, self.phase1 = {}, {}
 
     def predict(self, cfg: RunConfig, jobs: list[PredictJob]) -> list[PredictResult]:
         return self._round(cfg, messages.PREDICT, jobs, messages.pack_predict, messages.unpack_predict_result)
@@ -125,7 +144,8 @@ class FlowerFederation:
                     continue
                 if reply.has_error():
                     if resend is not None and messages.NOT_HELD in reply.error.reason:
-                        self.log(f"client {job.client} no longer holds its phase-1 weights; sending them")
+                        what = "its phase-1 job to redo" if isinstance(job.state, HeldOnClient) else "them"
+                        self.log(f"client {job.client} no longer holds its phase-1 weights; sending {what}")
                         pending.update(self._send(cfg, kind, [job], resend))
                     else:
                         self._reject(kind, job, f"client error: {reply.error.reason}")

@@ -17,7 +17,16 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedmist.config import RunConfig
-from fedmist.training.jobs import LocalJob, LocalResult, PredictJob, PredictResult, State, XdiffJob, XdiffResult  # noqa: E501
+from fedmist.training.jobs import (
+    HeldOnClient,
+    LocalJob,
+    LocalResult,
+    PredictJob,
+    PredictResult,
+    State,
+    XdiffJob,
+    XdiffResult,
+)
 
 TRAIN, XDIFF, PREDICT = "train", "train.xdiff", "query.predict"
 
@@ -91,6 +100,7 @@ def pack_local(cfg: RunConfig, job: LocalJob, hold: bool = False) -> RecordDict:
     meta = _meta(cfg, job.client, job.epoch, job.lr)
     meta["step"] = job.step
     meta["hold-weights"] = hold
+    meta["upload-weights"] = job.upload or not hold  # a client that holds nothing must send them
     content = RecordDict({
         "meta": meta,
         "weights": state_record(job.state),
@@ -111,21 +121,36 @@ def unpack_local(content: RecordDict) -> tuple[RunConfig, LocalJob]:
     rows = unbundle(content.array_records["rows"])
     soft = _optional(content, "soft-targets", "targets")
     ascent = rows.get("ascent", np.empty(0, dtype=np.int64))
+    meta = content.config_records["meta"]
     return cfg, LocalJob(client, epoch, lr, record_state(content.array_records["weights"]),
-                         rows["train"], rows["predict"], str(content.config_records["meta"]["step"]),
-                         rows["reference"], soft, ascent)
+                         rows["train"], rows["predict"], str(meta["step"]), rows["reference"], soft, ascent,
+                         upload=bool(meta.get("upload-weights", True)))
 
 
-def pack_local_result(res: LocalResult) -> RecordDict:
-    return RecordDict({
-        "weights": state_record(res.state),
+def pack_local_result(res: LocalResult, held: str | None = None) -> RecordDict:
+    """``held``: the name under which the client kept its phase-1 weights; they stay out of the
+    reply (the server needs only the probabilities, and phase 2 names them)."""
+    content = RecordDict({
         "probs": bundle({"probs": res.probs}),
         "metrics": MetricRecord({"loss": res.loss, "num-examples": res.n, "client": res.client, "seconds": res.seconds}),
     })
+    if held is None:
+        content["weights"] = state_record(res.state)
+    else:
+        content["held"] = ConfigRecord({"name": held})
+    return content
+
+
+def all_finite(state: State) -> bool:
+    """No NaN/Inf in any floating tensor (a client checks weights it would keep instead of sending)."""
+    return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
 def unpack_local_result(content: RecordDict, job: LocalJob) -> LocalResult:
-    state = _checked_state(content, job.state, job.client)
+    if not job.upload and "held" in content.config_records:
+        state: State = HeldOnClient(str(content.config_records["held"]["name"]))
+    else:
+        state = _checked_state(content, job.state, job.client)
     probs = _checked_array(content, "probs", "probs", job.predict_rows.shape, job.client)
     m = content.metric_records["metrics"]
     loss = _checked_metric(m, "loss", job.client)
@@ -139,16 +164,28 @@ def weights_digest(content: RecordDict) -> str:
     return content.array_records["weights"]["npz"].object_id
 
 
-def pack_xdiff(cfg: RunConfig, job: XdiffJob, held: str | None = None) -> RecordDict:
-    """``held``: the digest of the client's own phase-1 reply, which it kept; the message then
+def pack_xdiff(cfg: RunConfig, job: XdiffJob, held: str | None = None, redo: LocalJob | None = None) -> RecordDict:
+    """``held``: the name of the client's own phase-1 weights, which it kept; the message then
     names those weights instead of carrying them back (in a deployment each weight set crosses
-    three hops per direction, and phase 2 starts from exactly what phase 1 replied)."""
+    three hops per direction, and phase 2 starts from exactly what phase 1 replied).
+
+    ``redo``: the phase-1 job of a client that lost weights the server never had; the message
+    carries that job's weights and rows, and the client runs phase 1 again (the same seeded pass,
+    so the same weights) before phase 2."""
     meta = _meta(cfg, job.client, job.epoch, job.lr)
-    content = RecordDict({"meta": meta, "rows": bundle({"train": job.train_rows})})
-    if held is None:
+    rows = {"train": job.train_rows}
+    content = RecordDict({"meta": meta})
+    if redo is not None:
+        if redo.soft_targets is not None or len(redo.ascent_rows):
+            raise ValueError("phase 1 with soft targets or ascent rows is never left on the client")
+        meta["redo-step"] = redo.step
+        rows["redo-train"], rows["redo-reference"] = redo.train_rows, redo.reference_rows
+        content["weights"] = state_record(redo.state)
+    elif held is None:
         content["weights"] = state_record(job.state)
     else:
         meta["held-weights"] = held
+    content["rows"] = bundle(rows)
     if job.targets is not None:
         content["targets"] = bundle({"targets": job.targets})
     for i, peer in enumerate(job.peer_states or []):
@@ -174,6 +211,16 @@ def unpack_xdiff(content: RecordDict, held: Mapping[str, State] | None = None) -
                          peers or None)
 
 
+def redo_job(content: RecordDict, job: XdiffJob) -> LocalJob | None:
+    """The phase-1 job a ``train.xdiff`` asks to run again first (pack_xdiff's ``redo``), or None."""
+    meta = content.config_records["meta"]
+    if "redo-step" not in meta:
+        return None
+    rows = unbundle(content.array_records["rows"])
+    return LocalJob(job.client, job.epoch, job.lr, job.state, rows["redo-train"], step=str(meta["redo-step"]),
+                    reference_rows=rows["redo-reference"])
+
+
 def pack_xdiff_result(res: XdiffResult) -> RecordDict:
     return RecordDict({
         "weights": state_record(res.state),
@@ -181,8 +228,9 @@ def pack_xdiff_result(res: XdiffResult) -> RecordDict:
     })
 
 
-def unpack_xdiff_result(content: RecordDict, job: XdiffJob) -> XdiffResult:
-    state = _checked_state(content, job.state, job.client)
+def unpack_xdiff_result(content: RecordDict, job: XdiffJob, like: State | None = None) -> XdiffResult:
+    """``like``: the weights' expected names and shapes when ``job.state`` stayed on the client."""
+    state = _checked_state(content, job.state if like is None else like, job.client)
     m = content.metric_records["metrics"]
     xdiff = _checked_metric(m, "xdiff", job.client)
     return XdiffResult(job.client, state, xdiff, int(m["num-examples"]), float(m["seconds"]))

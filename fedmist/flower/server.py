@@ -19,9 +19,12 @@ FLWR_RUN_NODE_WAIT_S = 15.0
 # 0.1 s costs ~0.05 s per round on average, two rounds per MIST epoch). Over the network (a real
 # SuperLink) each poll is an HTTPS request, so the federation polls every DEPLOY_POLL_S instead.
 PULL_INTERVAL_S = float(os.environ.get("FEDMIST_PULL_INTERVAL", "0.01"))
-# Over the network, clients keep their phase-1 weights for phase 2 (FlowerFederation.hold_weights);
-# FEDMIST_HOLD_WEIGHTS=0 sends them back as the simulation does (for side-by-side measurements).
-HOLD_WEIGHTS = os.environ.get("FEDMIST_HOLD_WEIGHTS", "1") != "0"
+# Over the network, clients keep their phase-1 weights for phase 2 (FlowerFederation.hold_weights)
+# and send them up only when the server needs them. For side-by-side measurements:
+# FEDMIST_HOLD_WEIGHTS=0 sends them both ways as the simulation does; =uplink sends them up every
+# round but still names them in phase 2 (the behaviour before they stayed on the clients).
+HOLD_MODE = os.environ.get("FEDMIST_HOLD_WEIGHTS", "1")
+HOLD_WEIGHTS = HOLD_MODE != "0"
 
 
 def serve(grid: Grid, runs: Iterable[Run], clients: int, node_wait: float = NODE_WAIT_S) -> None:
@@ -35,4 +38,5 @@ def serve(grid: Grid, runs: Iterable[Run], clients: int, node_wait: float = NODE
     poll = PULL_INTERVAL_S if in_memory else DEPLOY_POLL_S
     for run in runs:
         train_run(run, FlowerFederation(grid, nodes[: run.cfg.clients], poll=poll,
-                                        hold_weights=HOLD_WEIGHTS and not in_memory))
+                                        hold_weights=HOLD_WEIGHTS and not in_memory,
+                                        always_upload=HOLD_MODE == "uplink"))

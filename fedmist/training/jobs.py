@@ -60,6 +60,18 @@ class LocalJob:
     soft_targets: np.ndarray | None = None  # (len(train_rows), K) for the distill step
     # FL active attack (fedmist.training.fl_client): rows the attacking participant does gradient ascent on
     ascent_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    # False: the server needs only the probabilities (phase 2 follows, from the client's own phase-1
+    # weights); a federation whose clients keep those weights may leave them there (HeldOnClient).
+    upload: bool = True
+
+
+class HeldOnClient(dict):
+    """An empty State standing for phase-1 weights that stayed on the client (``LocalJob.upload``
+    False): phase 2 names them, and nothing on the server may average or inspect them."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
 
 
 @dataclass

@@ -58,6 +58,7 @@ class HandlerGrid:
         self.nodes, self.forget = list(range(1, nodes + 1)), forget
         self.pending: list[Message] = []
         self.sent: list[Message] = []
+        self.replies: list[Message] = []
 
     def get_node_ids(self) -> list[int]:
         return self.nodes
@@ -80,6 +81,7 @@ class HandlerGrid:
                 replies.append(HANDLERS[m.metadata.message_type](m, ctx))
             except Exception as ex:  # noqa: BLE001 - as Flower: a raising handler becomes an error reply
                 replies.append(Message(Error(code=0, reason=f"{type(ex)}:<'{ex}'>"), reply_to=m))
+        self.replies += replies
         return replies
 
 
@@ -87,8 +89,8 @@ SETS = {"dataset": "synthetic:240x12x3", "model": "mlp-small", "train_size": "12
         "epochs": "2", "clients": "3", "lambda": "5.0", "seed": "4"}
 
 
-def _train_through(grid: HandlerGrid, log: list[str]) -> dict[str, torch.Tensor]:
-    cfg = prepare_config(RunConfig.from_dict(dict(SETS)))
+def _train_through(grid: HandlerGrid, log: list[str], **sets: str) -> dict[str, torch.Tensor]:
+    cfg = prepare_config(RunConfig.from_dict({**SETS, **sets}))
     run = open_run(cfg, None)
     federation = FlowerFederation(grid, grid.nodes, poll=0.0, log=log.append, hold_weights=True)
     return train(cfg, run.spec, federation, run.state, run.split.members)
@@ -111,15 +113,55 @@ def test_held_phase1_weights_give_the_in_process_result(forget: bool, monkeypatc
     expected = _reference()
     for k in expected:
         torch.testing.assert_close(got[k], expected[k], rtol=0, atol=1e-6)
+    # phase 1's weights stayed on the clients: the server needs only the probabilities
+    train_replies = [r for r in grid.replies if r.metadata.message_type == messages.TRAIN]
+    assert len(train_replies) == 3 * 2
+    assert not any("weights" in r.content.array_records for r in train_replies)
+    assert all("held" in r.content.config_records for r in train_replies)
     xdiff = [m for m in grid.sent if m.metadata.message_type == messages.XDIFF]
     named = Counter("weights" not in m.content.array_records for m in xdiff)
-    if forget:  # every named message was answered NOT_HELD and sent again with the weights
+    if forget:  # every named message was answered NOT_HELD and sent again with the phase-1 job to redo
         assert named[True] == named[False] == 3 * 2, named
-        assert sum("no longer holds" in line for line in log) == 6, log
+        assert sum("sending its phase-1 job to redo" in line for line in log) == 6, log
     else:  # no xdiff message carried weights
         assert named == Counter({True: 3 * 2}), named
         assert not any("no longer holds" in line for line in log), log
     assert not any("dropout" in line for line in log), log
+
+
+def test_nan_phase1_weights_are_sent_up_not_kept_and_the_client_drops_out_in_phase1(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    monkeypatch.setenv("FEDMIST_FAULT", "nan:1:1")  # client 1's phase-1 weights become NaN in epoch 1
+    client_app._HELD.clear()
+    grid, log = HandlerGrid(3), []
+    got = _train_through(grid, log, min_clients="2")
+    dropouts = [line for line in log if line.startswith("dropout:")]
+    assert len(dropouts) == 1 and "client 1" in dropouts[0] and "in train, epoch 1" in dropouts[0], log
+    assert "NaN" in dropouts[0], dropouts
+    assert all(torch.isfinite(v).all() for v in got.values() if v.is_floating_point())
+    nan_reply = next(r for r in grid.replies if r.metadata.message_type == messages.TRAIN
+                     and "weights" in r.content.array_records)  # sent up, not kept, so the server saw them
+    assert int(nan_reply.content.metric_records["metrics"]["client"]) == 1
+    assert not messages.all_finite({"ok": torch.zeros(2), "w": torch.tensor([0.0, float("nan")])})
+    assert messages.all_finite({"ok": torch.zeros(2), "count": torch.tensor(3)})
+
+
+def test_with_one_client_left_and_its_weights_on_the_client_the_epoch_keeps_the_global_model(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    monkeypatch.setenv("FEDMIST_FAULT", "error:1,2:1")  # clients 1 and 2 fail in epoch 1
+    client_app._HELD.clear()
+    sets = {**SETS, "epochs": "1", "min_clients": "1"}
+    before = open_run(prepare_config(RunConfig.from_dict(dict(sets))), None).state
+    got = _train_through(HandlerGrid(3), [], epochs="1", min_clients="1")
+    assert "the global model is kept for this epoch" in capsys.readouterr().out
+    for k in before:
+        assert torch.equal(got[k], before[k]), k
 
 
 def test_a_full_predict_reply_takes_any_class_count_but_one_row_per_asked_row() -> None:
