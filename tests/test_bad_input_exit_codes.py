@@ -90,6 +90,8 @@ CASES = [
                                    "--out", "{out}"), "no recipe 'no-such-preset'"),
     Case("frontier-values-for", fm("frontier", *SYN, "--defenses", "hamp", "--values-for", "hamp",
                                    "--out", "{out}"), "--values-for expects DEFENSE=V1,V2,..."),
+    Case("frontier-knob-for", fm("frontier", *SYN, "--defenses", "hamp", "--knob-for", "hamp=gamma",
+                                 "--out", "{out}"), "hamp's knobs are entropy_weight, entropy_percentile"),
     Case("frontier-values-stray", fm("frontier", *SYN, "--defenses", "hamp", "--values-for", "mist=1,2",
                                      "--out", "{out}"), "not in --defenses hamp"),
     Case("compare-epochs", fm("compare", *SYN, "--epochs", "0", "--out", "{out}"), "epochs must be >= 1"),

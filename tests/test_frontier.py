@@ -65,6 +65,15 @@ def test_a_preset_recipe_names_the_curve_centres_the_grid_and_gets_its_matched_b
         plan_points("location", ["mist"], 3, [2], {}, values={"hamp": [1.0]})
 
 
+def test_another_knob_of_a_defense_gets_a_curve_of_its_own() -> None:
+    plan = plan_points("location", ["hamp"], 3, [2], {}, knobs={"hamp": "entropy_percentile"})
+    swept = [p for p in plan if p.defense == "hamp-entropy_percentile"]
+    assert [(p.knob, p.value) for p in swept] == [("params.entropy_percentile", v) for v in (0.05, 0.475, 0.9)]
+    assert all(p.overrides["params.entropy_percentile"] == f"{p.value:g}" for p in swept)
+    with pytest.raises(ConfigError, match="hamp's knobs are entropy_weight, entropy_percentile"):
+        plan_points("location", ["hamp"], 3, [2], {}, knobs={"hamp": "gamma"})
+
+
 def test_frontier_end_to_end_then_reuses_every_point(tmp_path: Path) -> None:
     out = tmp_path / "fr"
     args = ["frontier", *TINY, "--defenses", "mixup_mmd", "--points", "2", "--shadows", "4", "--bands", "1,100",

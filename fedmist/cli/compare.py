@@ -124,7 +124,8 @@ def compare_command(explicit: dict[str, Any], defenses: str | None, attacks: str
 def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_clients: str, seeds: str,
                      shadows: int, bands: str, out: Path, jobs: int, shadow_engine: str, audit_seed: int,
                      bootstrap: int, shadows_for: list[str], set_: list[str], force: bool,
-                     recipe_for: list[str] | None = None, values_for: list[str] | None = None) -> list[dict]:
+                     recipe_for: list[str] | None = None, values_for: list[str] | None = None,
+                     knob_for: list[str] | None = None) -> list[dict]:
     overrides = {k: as_set_value(v) for k, v in merge_overrides(explicit, set_).items()}
     dataset = overrides.pop("dataset", "location")
     if overrides.get("mode") == "fl":
@@ -140,6 +141,7 @@ def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_
     recipes = {name: find_recipe(text) for name, text in _pairs(recipe_for, "--recipe-for", "DEFENSE=RECIPE").items()}
     values = {name: _floats(text, f"--values-for {name}")
               for name, text in _pairs(values_for, "--values-for", "DEFENSE=V1,V2,...").items()}
+    knobs = _pairs(knob_for, "--knob-for", "DEFENSE=KNOB")
     for n in [shadows, *per_defense.values()]:
         if n:
             check_enough_shadows(SHADOW_FREE + SHADOWED, n)
@@ -149,6 +151,8 @@ def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_
                "audit_seed": audit_seed, "bootstrap": bootstrap, "overrides": overrides}
     if recipes or values:  # only when given, so directories made before these options still match
         request |= {"recipes": {k: str(v) for k, v in recipes.items()}, "values": values}
+    if knobs:
+        request["knobs"] = knobs
     claim_output(out / "frontier.json", request, force)
     console.print(f"[bold]fedmist frontier[/] {dataset}: {', '.join(defense_list)} × {points} points, seeds {seed_list}; "
                   f"shadow-free attacks everywhere, {shadows} shadows within {max(band_list):g} points of SGD; "
@@ -162,12 +166,12 @@ def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_
     rows, verdict_rows = run_frontier(dataset, defense_list, seed_list, out, points=points,
                                       mist_clients=_ints(mist_clients, "--mist-clients"), shadows=shadows,
                                       bands=band_list, overrides=overrides, settings=settings, recipes=recipes,
-                                      values=values, on_done=done)
+                                      values=values, knobs=knobs, on_done=done)
     shadowed = (f"LiRA and RMIA with {shadows} shadows (per defense: {per_defense or 'none'}) at points within "
                 f"{max(band_list):g} points of SGD" if shadows else "no shadow-based attack (--shadows 0)")
     header = (f"# {dataset}: privacy–utility frontier\n\nSeeds {seed_list} (mean); audit seed {audit_seed}; "
               f"shadow-free attacks ({', '.join(SHADOW_FREE)}) at every point, {shadowed}; knob grids "
-              f"from each defense's DefenseSpec.tune_knob ({points} values){_sweep_note(recipes, values)}; "
+              f"from each defense's DefenseSpec.tune_knob ({points} values){_sweep_note(recipes, values, knobs)}; "
               f"overrides {overrides or 'none'}; "
               f"machine: {platform.machine()} CPU. sgd-matched-X: SGD on exactly the members defense X keeps.")
     write_frontier(rows, verdict_rows, out, header)
@@ -187,11 +191,12 @@ def _pairs(items: list[str] | None, option: str, form: str) -> dict[str, str]:
     return pairs
 
 
-def _sweep_note(recipes: dict[str, Path], values: dict[str, list[float]]) -> str:
+def _sweep_note(recipes: dict[str, Path], values: dict[str, list[float]], knobs: dict[str, str]) -> str:
     """Which curves were swept from another recipe or over chosen values (the header says so)."""
     parts = [f"{d} swept around {r.name}" + ("" if d in values else " (1/4 to 4 times its value)")
              for d, r in recipes.items()]
     parts += [f"{d} at {', '.join(f'{v:g}' for v in vs)} (chosen values)" for d, vs in values.items()]
+    parts += [f"{d} swept over {k} (not its main knob)" for d, k in knobs.items()]
     return f"; {'; '.join(parts)}" if parts else ""
 
 

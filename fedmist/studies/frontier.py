@@ -59,22 +59,26 @@ class Point:
 
 def plan_points(dataset: str, defenses: Sequence[str], points: int, mist_clients: Sequence[int],
                 overrides: dict[str, str], recipes: Mapping[str, Path] | None = None,
-                values: Mapping[str, Sequence[float]] | None = None) -> list[Point]:
+                values: Mapping[str, Sequence[float]] | None = None,
+                knobs: Mapping[str, str] | None = None) -> list[Point]:
     """SGD, the matched-member SGD baselines, then every defense's sweep; refuses unknown defenses
     and defenses without a knob before anything trains.
 
     ``recipes`` sweeps a defense around another recipe than its default (an authors'-settings
     preset): the curve is named after it (``location-advreg-artefact`` -> ``advreg-artefact``) and,
     unless ``values`` gives the knob's values, the grid spans 1/4 to 4 times the preset's own value.
+    ``knobs`` sweeps another of the defense's strengths (one of ``DefenseSpec.tune_more``, e.g.
+    HAMP's entropy_percentile); the curve's name then ends in that knob's name.
     A defense whose recipe holds rows out of the training budget gets SGD on exactly the members it
     keeps (``sgd-matched-<curve>``)."""
-    recipes, values = dict(recipes or {}), dict(values or {})
-    unknown = [d for d in [*defenses, *recipes, *values] if d not in DEFENSES]
+    recipes, values, knobs = dict(recipes or {}), dict(values or {}), dict(knobs or {})
+    unknown = [d for d in [*defenses, *recipes, *values, *knobs] if d not in DEFENSES]
     if unknown:
         raise ConfigError(f"unknown defense(s) {', '.join(unknown)}; known: {', '.join(sorted(DEFENSES))}")
-    stray = [d for d in [*recipes, *values] if d not in defenses]
+    stray = [d for d in [*recipes, *values, *knobs] if d not in defenses]
     if stray:
-        raise ConfigError(f"--recipe-for/--values-for name {', '.join(stray)}, not in --defenses {', '.join(defenses)}")
+        raise ConfigError(f"--recipe-for/--values-for/--knob-for name {', '.join(stray)}, "
+                          f"not in --defenses {', '.join(defenses)}")
     no_knob = [d for d in defenses if DEFENSES[d].tune_knob is None]
     if no_knob:
         raise ConfigError(f"{', '.join(no_knob)} have no strength knob to sweep (DefenseSpec.tune_knob)")
@@ -86,10 +90,11 @@ def plan_points(dataset: str, defenses: Sequence[str], points: int, mist_clients
                 make_cell(dataset, d, 0, Path("."), recipe or default_recipe(dataset, d), overrides)):
             plan.append(Point(f"sgd-matched-{name}", "reference_size", math.nan,
                               {**overrides, "reference_size": f"matched:{d}"}, recipe=recipe))
-        knob = spec.tune_knob
-        assert knob is not None
+        knob = _knob_of(d, knobs.get(d))
+        if knob is not spec.tune_knob:
+            name = f"{name}-{knob.key.removeprefix('params.')}"
         grid = list(values[d]) if d in values else knob.grid(points) if recipe is None else \
-            _grid_around(knob, _knob_value(dataset, d, recipe, overrides), points)
+            _grid_around(knob, _knob_value(dataset, d, recipe, overrides, knob), points)
         for clients in (mist_clients if spec.tune_clients else [None]):
             curve = name if clients is None else f"{name}-c{clients}"
             extra = {} if clients is None else {"clients": str(clients)}
@@ -104,24 +109,40 @@ def _curve_name(dataset: str, recipe: Path) -> str:
     return stem[len(prefix):] if stem.startswith(prefix) else stem
 
 
-def _knob_value(dataset: str, defense: str, recipe: Path, overrides: Mapping[str, str]) -> float:
-    """The knob's value in a recipe (its [params], else the defense's default)."""
+def _knob_of(defense: str, name: str | None) -> Knob:
+    """The defense's main knob, or the one of its further strengths called ``name``."""
     spec = DEFENSES[defense]
     assert spec.tune_knob is not None
+    if name is None:
+        return spec.tune_knob
+    knobs = [spec.tune_knob, *spec.tune_more]
+    for knob in knobs:
+        if name in (knob.key, knob.key.removeprefix("params.")):
+            return knob
+    raise ConfigError(f"--knob-for {defense}={name}: {defense}'s knobs are "
+                      f"{', '.join(k.key.removeprefix('params.') for k in knobs)}")
+
+
+def _knob_value(dataset: str, defense: str, recipe: Path, overrides: Mapping[str, str], knob: Knob) -> float:
+    """The knob's value in a recipe (its [params], else the defense's default)."""
+    spec = DEFENSES[defense]
     cfg = make_cell(dataset, defense, 0, Path("."), recipe, dict(overrides)).config
-    key = spec.tune_knob.key
+    key = knob.key
     if not key.startswith("params."):
         return float(getattr(cfg, key))
     return float(getattr(spec.parse_params(cfg.params), key.split(".", 1)[1]))
 
 
 def _grid_around(knob: Knob, center: float, points: int) -> list[float]:
-    """``points`` values from center/4 to 4 x center (the knob's own range when center is 0).
+    """``points`` values from center/4 to 4 x center (the knob's own range when center is 0 or
+    the knob is not searched on a log scale, e.g. a fraction).
 
     >>> _grid_around(Knob("params.alpha", 0.25, 8.0), 10.0, 5)
     [2.5, 5.0, 10.0, 20.0, 40.0]
+    >>> _grid_around(Knob("params.p", 0.1, 0.9, log=False), 0.5, 3)
+    [0.1, 0.5, 0.9]
     """
-    if not center > 0:
+    if not center > 0 or not knob.log:
         return knob.grid(points)
     return replace(knob, lo=center / 4, hi=center * 4).grid(points)
 
@@ -151,9 +172,9 @@ def run_frontier(dataset: str, defenses: Sequence[str], seeds: Sequence[int], ou
                  mist_clients: Sequence[int] = (2, 4), shadows: int = 16, bands: Sequence[float] = (1, 3, 5),
                  overrides: dict[str, str] | None = None, settings: CompareSettings | None = None,
                  recipes: Mapping[str, Path] | None = None, values: Mapping[str, Sequence[float]] | None = None,
-                 on_done=None) -> tuple[list[dict], list[dict]]:
+                 knobs: Mapping[str, str] | None = None, on_done=None) -> tuple[list[dict], list[dict]]:
     """Train and audit every point; returns (one row per point, the verdict rows)."""
-    plan = plan_points(dataset, defenses, points, mist_clients, dict(overrides or {}), recipes, values)
+    plan = plan_points(dataset, defenses, points, mist_clients, dict(overrides or {}), recipes, values, knobs)
     cells = [(p, point_cells(p, dataset, seeds, out)) for p in plan]
     base = settings or CompareSettings(SHADOW_FREE, 0)
     free = replace(base, attacks=SHADOW_FREE, shadows=0, shadows_for={})
