@@ -10,6 +10,8 @@ only ratios from one run are compared). Epoch 1 (Ray start-up, actors importing 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import statistics
 import time
 from pathlib import Path
@@ -59,6 +61,20 @@ def flower(cfg: RunConfig) -> tuple[list[float], list[dict]]:
     return [h["epoch_time"] for h in run.history[1:]], run.history[1:]
 
 
+def flower_with_env(cfg: RunConfig, env: dict[str, str]) -> list[float]:
+    """``flower`` with ``env`` set in this process (and so in the Ray workers it starts), then restored."""
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return flower(cfg)[0]
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="location")
@@ -66,17 +82,30 @@ def main() -> None:
     ap.add_argument("--clients", type=positive_int, default=4)
     ap.add_argument("--epochs", type=EPOCHS, default=8)
     ap.add_argument("--seed", type=nonnegative_int, default=0)
-    ap.add_argument("--cpus-per-client", type=positive_float, default=1.0)
+    ap.add_argument("--cpus-per-client", type=positive_float, default=1.0,
+                    help="Ray CPUs per client: 2 cores / 1.0 = 2 actors, two waves of a 4-client phase")
+    ap.add_argument("--also-cpus-per-client", type=positive_float, action="append", default=[],
+                    help="also time the Flower simulation with this actor size, in the same run (repeatable; "
+                         "e.g. 0.5: 4 one-thread actors, one wave)")
+    ap.add_argument("--also-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="also time the Flower simulation with these environment variables set (all of "
+                         "them at once; its Ray workers inherit them), e.g. FEDMIST_BUNDLE=npz for the "
+                         "message format before")
     ap.add_argument("--authors", type=Path, default=None,
                     help="a runnable copy of the MIST authors' code (../shared/anchors/mist-authors/setup.sh): "
                          "also time their Location MIST, same epochs, in this run")
     args = ap.parse_args()
+    bad = [e for e in args.also_env if "=" not in e]
+    if bad:
+        ap.error(f"--also-env takes KEY=VALUE, got {bad[0]!r}")
     check_authors(args.authors, args.dataset)
     cfg = prepare_config(RunConfig(dataset=args.dataset, defense=args.defense, clients=args.clients,
                                    epochs=args.epochs, seed=args.seed, lam=14.0, eval_every=args.epochs + 1,
                                    cpus_per_client=args.cpus_per_client))
     get_workspace(cfg)  # an unknown dataset or missing data files, before anything trains
     fl, hist = flower(cfg)
+    others = {c: flower(dataclasses.replace(cfg, cpus_per_client=c))[0] for c in args.also_cpus_per_client}
+    with_env = flower_with_env(cfg, dict(e.split("=", 1) for e in args.also_env)) if args.also_env else None
     seq1 = plain_loop(cfg, threads=1)
     seq2 = plain_loop(cfg, threads=torch.get_num_threads() if torch.get_num_threads() > 1 else 2)
     med = statistics.median
@@ -91,6 +120,12 @@ def main() -> None:
     print(f"  client compute summed over clients: phase 1 {client_local:.3f} s, xdiff {client_xdiff:.3f} s")
     print(f"ratio flower / plain(1 thread)  = {med(fl) / med(seq1):.2f}")
     print(f"ratio flower / plain(2 threads) = {med(fl) / med(seq2):.2f}")
+    if with_env is not None:
+        print(f"flower simulation with {' '.join(args.also_env)}: {med(with_env):.3f} s/epoch; / plain(2 threads) = "
+              f"{med(with_env) / med(seq2):.2f}; flower / this = {med(fl) / med(with_env):.2f}")
+    for c, times in others.items():
+        print(f"flower simulation, cpus_per_client={c:g}: {med(times):.3f} s/epoch; / plain(2 threads) = "
+              f"{med(times) / med(seq2):.2f}; / cpus_per_client={cfg.cpus_per_client:g} = {med(times) / med(fl):.2f}")
     if args.authors is not None:
         print_against_authors(args.authors, cfg.epochs, {"flower simulation": med(fl),
                                                          "plain loop (2 threads)": med(seq2)})

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import struct
 import zipfile
 from collections.abc import Mapping
 
@@ -45,32 +47,84 @@ class NotHeld(LookupError):
         super().__init__(f"{NOT_HELD} ({digest[:12]})")
 
 
-NPZ = "numpy.npz"  # the stype of a bundle: an uncompressed .npz file in one Flower Array
+BUNDLE = "fedmist.arrays"  # the stype of a bundle: named arrays laid end to end in one Flower Array
+NPZ = "numpy.npz"  # the previous bundle format (FEDMIST_BUNDLE=npz writes it, for side-by-side benchmarks)
+_ALIGN = 64  # every array starts at a multiple of this offset, so views of it are aligned
+
+
+def _aligned(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
 
 
 def bundle(named: Mapping[str, np.ndarray]) -> ArrayRecord:
-    """Several arrays as one Flower ``Array`` holding an uncompressed ``.npz``.
+    """Several arrays as one Flower ``Array``: a JSON header (name, dtype, shape, offset of each)
+    and the arrays' bytes laid end to end.
 
-    Why: Flower sends every ``Array`` (and each of its 5 MB chunks) as an object of its own, and a
-    deployment fetches each object with its own HTTPS request on every hop (ServerApp → SuperLink
-    → SuperNode → ClientApp and back). A Location message of 10 weight tensors and 4 row arrays was
-    ~30 objects; bundled it is ~10. Lossless: names, dtypes and shapes travel inside the file.
+    Why one Array: Flower sends every ``Array`` (and each of its 5 MB chunks) as an object of its
+    own, and a deployment fetches each object with its own HTTPS request on every hop (ServerApp →
+    SuperLink → SuperNode → ClientApp and back); a Location message of 10 weight tensors and 4 row
+    arrays was ~30 objects, bundled ~10. Why not ``.npz``: its zip CRCs made packing a Location
+    state 16 ms and reading it 6 ms, against ~1.5 ms and ~0.6 ms for this layout, and a MIST epoch
+    packs and reads 32 of them. Lossless: names, dtypes, shapes and order travel in the header.
     """
+    if os.environ.get("FEDMIST_BUNDLE") == "npz":
+        return _bundle_npz(named)
+    arrays = [np.asarray(v, order="C") for v in named.values()]  # (ascontiguousarray makes 0-d arrays 1-d)
+    entries, offset = [], 0
+    for name, a in zip(named, arrays):
+        if a.dtype.hasobject:
+            raise TypeError(f"array {name!r} holds Python objects; only plain dtypes travel")
+        offset = _aligned(offset)
+        entries.append([name, a.dtype.str, list(a.shape), offset])
+        offset += a.nbytes
+    header = json.dumps(entries).encode()
+    start = _aligned(8 + len(header))
+    buf = bytearray(start + offset)
+    struct.pack_into("<Q", buf, 0, len(header))
+    buf[8:8 + len(header)] = header
+    view = np.frombuffer(buf, np.uint8)
+    for (_, _, _, at), a in zip(entries, arrays):
+        view[start + at:start + at + a.nbytes] = a.reshape(-1).view(np.uint8)
+    data = bytes(buf)
+    return ArrayRecord({"bundle": Array(dtype="uint8", shape=(len(data),), stype=BUNDLE, data=data)})
+
+
+def unbundle(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """The arrays of a :func:`bundle` (writable copies), in their order; ``BadReply`` for anything else."""
+    if list(record.keys()) != ["bundle"] or record["bundle"].stype not in (BUNDLE, NPZ):
+        raise BadReply(f"expected one {BUNDLE} array, got {list(record.keys())}")
+    data = record["bundle"].data
+    if record["bundle"].stype == NPZ:
+        return _unbundle_npz(data)
+    try:
+        (n,) = struct.unpack_from("<Q", data, 0)
+        entries = json.loads(data[8:8 + n])
+        start = _aligned(8 + n)
+        out = {}
+        for name, dtype, shape, at in entries:
+            dt = np.dtype(dtype)
+            count = int(np.prod(shape, dtype=np.int64))
+            if dt.hasobject or at < 0 or start + at + count * dt.itemsize > len(data):
+                raise ValueError(f"array {name!r} does not fit the bundle")
+            out[str(name)] = np.frombuffer(data, dt, count, start + at).reshape(tuple(shape)).copy()
+        return out
+    except (ValueError, TypeError, KeyError, struct.error, json.JSONDecodeError) as err:
+        raise BadReply(f"unreadable {BUNDLE} array: {err}") from err
+
+
+def _bundle_npz(named: Mapping[str, np.ndarray]) -> ArrayRecord:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as npz:  # np.savez's format, any key allowed
         for name, value in named.items():
             with npz.open(f"{name}.npy", "w") as member:
                 np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
     data = buf.getvalue()
-    return ArrayRecord({"npz": Array(dtype="uint8", shape=(len(data),), stype=NPZ, data=data)})
+    return ArrayRecord({"bundle": Array(dtype="uint8", shape=(len(data),), stype=NPZ, data=data)})
 
 
-def unbundle(record: ArrayRecord) -> dict[str, np.ndarray]:
-    """The arrays of a :func:`bundle`, in their order; ``BadReply`` for anything else."""
-    if list(record.keys()) != ["npz"] or record["npz"].stype != NPZ:
-        raise BadReply(f"expected one {NPZ} array, got {list(record.keys())}")
+def _unbundle_npz(data: bytes) -> dict[str, np.ndarray]:
     try:
-        with np.load(io.BytesIO(record["npz"].data), allow_pickle=False) as npz:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile) as err:
         raise BadReply(f"unreadable {NPZ} array: {err}") from err
@@ -143,7 +197,7 @@ def pack_local_result(res: LocalResult, held: str | None = None) -> RecordDict:
 
 def all_finite(state: State) -> bool:
     """No NaN/Inf in any floating tensor (a client checks weights it would keep instead of sending)."""
-    return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    return all(_finite(v) for v in state.values() if v.is_floating_point())
 
 
 def unpack_local_result(content: RecordDict, job: LocalJob) -> LocalResult:
@@ -161,7 +215,7 @@ def unpack_local_result(content: RecordDict, job: LocalJob) -> LocalResult:
 def weights_digest(content: RecordDict) -> str:
     """The name under which a client holds a reply's weights: Flower's own content address of the
     packed Array (a SHA-256 over its chunks' hashes), which Flower computes to send it anyway."""
-    return content.array_records["weights"]["npz"].object_id
+    return content.array_records["weights"]["bundle"].object_id
 
 
 def pack_xdiff(cfg: RunConfig, job: XdiffJob, held: str | None = None, redo: LocalJob | None = None) -> RecordDict:
@@ -281,9 +335,17 @@ def _checked_state(content: RecordDict, like: State, client: int) -> State:
     for k, v in state.items():
         if tuple(v.shape) != tuple(like[k].shape):
             raise BadReply(f"client {client}: {k} has shape {tuple(v.shape)}, expected {tuple(like[k].shape)}")
-        if v.is_floating_point() and not torch.isfinite(v).all():
+        if v.is_floating_point() and not _finite(v):
             raise BadReply(f"client {client}: {k} contains NaN/Inf")
     return state
+
+
+def _finite(t: torch.Tensor) -> bool:
+    """No NaN/Inf in a CPU tensor: numpy's check, ~18x faster here than torch.isfinite(t).all()
+    (0.3 vs 5.9 ms for a Location state), which the server runs on every reply."""
+    if t.dtype in (torch.bfloat16,):  # no numpy twin
+        return bool(torch.isfinite(t).all())
+    return bool(np.isfinite(t.detach().cpu().numpy()).all())
 
 
 def _checked_metric(record: MetricRecord, name: str, client: int) -> float:

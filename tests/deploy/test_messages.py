@@ -8,6 +8,7 @@ the in-process loop, also when a client lost its weights and the server has to s
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 
@@ -29,23 +30,47 @@ from fedmist.runs.rundir import open_run, prepare_config
 HANDLERS = {messages.TRAIN: client_app.train, messages.XDIFF: client_app.xdiff, messages.PREDICT: client_app.predict}
 
 
-def test_a_bundle_is_one_array_and_gives_back_every_array_exactly() -> None:
-    named = {"w": torch.randn(7, 5).t().numpy(), "count": np.array(3, dtype=np.int64),
-             "mask": np.array([True, False]), "file": np.arange(4, dtype=np.int32), "empty": np.empty(0)}
-    record = messages.bundle(named)
-    assert list(record.keys()) == ["npz"] and record["npz"].stype == messages.NPZ
+NAMED = {"w": torch.randn(7, 5).t().numpy(), "count": np.array(3, dtype=np.int64),
+         "mask": np.array([True, False]), "file": np.arange(4, dtype=np.int32), "empty": np.empty(0),
+         "half": np.array([1.5, -2.0], dtype=np.float16), "big-endian": np.arange(3, dtype=">i4")}
+
+
+@pytest.mark.parametrize("fmt", ["", "npz"], ids=["bundle", "npz"])
+def test_a_bundle_is_one_array_and_gives_back_every_array_exactly(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDMIST_BUNDLE", fmt)
+    record = messages.bundle(NAMED)
+    assert list(record.keys()) == ["bundle"]
+    assert record["bundle"].stype == (messages.NPZ if fmt else messages.BUNDLE)
     back = messages.unbundle(record)
-    assert list(back) == list(named)  # order kept (a state dict's order is the model's)
-    for k, v in named.items():
+    assert list(back) == list(NAMED)  # order kept (a state dict's order is the model's)
+    for k, v in NAMED.items():
         assert back[k].dtype == v.dtype and back[k].shape == v.shape and np.array_equal(back[k], v)
+        assert back[k].flags.writeable  # torch.from_numpy of a read-only view would warn
+
+
+def test_a_bundles_arrays_start_aligned_and_its_bytes_are_the_arrays_bytes() -> None:
+    data = messages.bundle({"a": np.arange(3, dtype=np.uint8), "b": np.array([1.0, 2.0])})["bundle"].data
+    header_len = int.from_bytes(data[:8], "little")
+    entries = json.loads(data[8:8 + header_len])
+    assert entries == [["a", "|u1", [3], 0], ["b", "<f8", [2], 64]]
+    start = -(-(8 + header_len) // 64) * 64
+    assert data[start:start + 3] == bytes([0, 1, 2])
+    assert data[start + 64:start + 80] == np.array([1.0, 2.0]).tobytes()
+    assert len(data) == start + 64 + 16
 
 
 def test_anything_but_a_bundle_is_a_bad_reply() -> None:
-    with pytest.raises(messages.BadReply, match="expected one numpy.npz array"):
+    with pytest.raises(messages.BadReply, match="expected one fedmist.arrays array"):
         messages.unbundle(ArrayRecord({"w": Array(np.zeros(3))}))
+    for data in [b"nozip", b"\x05" + b"\x00" * 7 + b"[[1]]", messages.bundle({"w": np.zeros(9)})["bundle"].data[:-8]]:
+        broken = Array(dtype="uint8", shape=(len(data),), stype=messages.BUNDLE, data=data)
+        with pytest.raises(messages.BadReply, match="unreadable"):
+            messages.unbundle(ArrayRecord({"bundle": broken}))
     broken = Array(dtype="uint8", shape=(5,), stype=messages.NPZ, data=b"nozip")
     with pytest.raises(messages.BadReply, match="unreadable"):
-        messages.unbundle(ArrayRecord({"npz": broken}))
+        messages.unbundle(ArrayRecord({"bundle": broken}))
+    with pytest.raises(TypeError, match="Python objects"):
+        messages.bundle({"o": np.array([object()])})
 
 
 class HandlerGrid:
