@@ -99,6 +99,14 @@ def test_frontier_end_to_end_then_reuses_every_point(tmp_path: Path) -> None:
     again = _fedmist(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.read_text() for p in (out / "logs").glob("*.log")} == logs  # nothing ran again
+    # --tables-only writes the tables from the cache and runs nothing
+    (out / "frontier.md").unlink()
+    only = _fedmist(*args, "--tables-only", cwd=tmp_path)
+    assert only.returncode == 0, only.stderr[-3000:]
+    assert "0 point(s) not yet run" in (out / "frontier.md").read_text()
+    assert {p: p.read_text() for p in (out / "logs").glob("*.log")} == logs
+    empty = _fedmist(*args[:-1], str(tmp_path / "empty"), "--tables-only", cwd=tmp_path)
+    assert empty.returncode == 2 and "SGD's cells are not trained and audited yet" in empty.stderr, empty.stderr
     other = _fedmist(*args[:-2], "--points", "3", "--out", str(out), cwd=tmp_path)
     assert other.returncode == 2 and "another comparison" in other.stderr
 

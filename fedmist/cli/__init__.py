@@ -153,6 +153,7 @@ def frontier(
     shadows_for: list[str] = SHADOWS_FOR,
     recipe_for: list[str] = typer.Option([], "--recipe-for", help="DEFENSE=RECIPE: sweep that defense around another recipe (a path or a preset name, e.g. advreg=location-advreg-artefact); the grid spans 1/4 to 4 times the recipe's knob value"),
     values_for: list[str] = typer.Option([], "--values-for", help="DEFENSE=V1,V2,...: that defense's knob values instead of the grid"),
+    tables_only: bool = typer.Option(False, "--tables-only", help="train and audit nothing: write the tables from the points already trained and audited in OUT (a sweep still running or stopped)"),
     knob_for: list[str] = typer.Option([], "--knob-for", help="DEFENSE=KNOB: sweep another of its strengths (e.g. hamp=entropy_percentile); the curve's name ends in it"),
     set_: list[str] = STUDY_SET,
     force: bool = STUDY_FORCE,
@@ -166,7 +167,8 @@ def frontier(
     explicit = explicit or {}
     _, out = _dataset_and_out(explicit, out, "frontier")
     frontier_command(explicit, defenses, points, mist_clients, seeds, shadows, bands, out, jobs, shadow_engine,
-                     audit_seed, bootstrap, shadows_for, set_, force, recipe_for, values_for, knob_for)
+                     audit_seed, bootstrap, shadows_for, set_, force, recipe_for, values_for, knob_for,
+                     tables_only)
 
 
 @app.command()

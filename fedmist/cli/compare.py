@@ -125,7 +125,7 @@ def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_
                      shadows: int, bands: str, out: Path, jobs: int, shadow_engine: str, audit_seed: int,
                      bootstrap: int, shadows_for: list[str], set_: list[str], force: bool,
                      recipe_for: list[str] | None = None, values_for: list[str] | None = None,
-                     knob_for: list[str] | None = None) -> list[dict]:
+                     knob_for: list[str] | None = None, tables_only: bool = False) -> list[dict]:
     overrides = {k: as_set_value(v) for k, v in merge_overrides(explicit, set_).items()}
     dataset = overrides.pop("dataset", "location")
     if overrides.get("mode") == "fl":
@@ -153,12 +153,18 @@ def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_
         request |= {"recipes": {k: str(v) for k, v in recipes.items()}, "values": values}
     if knobs:
         request["knobs"] = knobs
-    claim_output(out / "frontier.json", request, force)
+    if not tables_only:  # a look at the cache claims nothing
+        claim_output(out / "frontier.json", request, force)
     console.print(f"[bold]fedmist frontier[/] {dataset}: {', '.join(defense_list)} × {points} points, seeds {seed_list}; "
                   f"shadow-free attacks everywhere, {shadows} shadows within {max(band_list):g} points of SGD; "
                   f"logs in {out / 'logs'}")
 
+    skipped: list[str] = []
+
     def done(cell, res) -> None:
+        if res is None:  # --tables-only: not trained and audited yet
+            skipped.append(cell.name)
+            return
         msg = f"[red]failed[/]: {res}" if isinstance(res, Exception) else \
             f"test {100 * res['test_acc']:.2f} %, highest PLR@0.1% {res['plr_0.1']:.2f}, AUC {res['auc']:.3f}"
         console.print(f"  {cell.name}: {msg}")
@@ -166,14 +172,16 @@ def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_
     rows, verdict_rows = run_frontier(dataset, defense_list, seed_list, out, points=points,
                                       mist_clients=_ints(mist_clients, "--mist-clients"), shadows=shadows,
                                       bands=band_list, overrides=overrides, settings=settings, recipes=recipes,
-                                      values=values, knobs=knobs, on_done=done)
+                                      values=values, knobs=knobs, on_done=done, tables_only=tables_only)
     shadowed = (f"LiRA and RMIA with {shadows} shadows (per defense: {per_defense or 'none'}) at points within "
                 f"{max(band_list):g} points of SGD" if shadows else "no shadow-based attack (--shadows 0)")
     header = (f"# {dataset}: privacy–utility frontier\n\nSeeds {seed_list} (mean); audit seed {audit_seed}; "
               f"shadow-free attacks ({', '.join(SHADOW_FREE)}) at every point, {shadowed}; knob grids "
               f"from each defense's DefenseSpec.tune_knob ({points} values){_sweep_note(recipes, values, knobs)}; "
               f"overrides {overrides or 'none'}; "
-              f"machine: {platform.machine()} CPU. sgd-matched-X: SGD on exactly the members defense X keeps.")
+              + (f"tables from the cached cells only (--tables-only), {len(skipped)} point(s) not yet run: "
+                 f"{', '.join(skipped) or 'none'}; " if tables_only else "")
+              + f"machine: {platform.machine()} CPU. sgd-matched-X: SGD on exactly the members defense X keeps.")
     write_frontier(rows, verdict_rows, out, header)
     console.print((out / "matched.md").read_text())
     console.print(f"wrote {out / 'frontier.csv'}, {out / 'frontier.md'}, {out / 'frontier.png'}, {out / 'matched.md'}")

@@ -33,6 +33,7 @@ from fedmist.defenses.registry import Knob
 from fedmist.errors import ConfigError
 from fedmist.runs.recipes import default_recipe
 from fedmist.runs.rundir import split_for
+from fedmist.studies.cells import check_reuse
 from fedmist.studies.compare import (
     Cell,
     CompareSettings,
@@ -172,10 +173,17 @@ def run_frontier(dataset: str, defenses: Sequence[str], seeds: Sequence[int], ou
                  mist_clients: Sequence[int] = (2, 4), shadows: int = 16, bands: Sequence[float] = (1, 3, 5),
                  overrides: dict[str, str] | None = None, settings: CompareSettings | None = None,
                  recipes: Mapping[str, Path] | None = None, values: Mapping[str, Sequence[float]] | None = None,
-                 knobs: Mapping[str, str] | None = None, on_done=None) -> tuple[list[dict], list[dict]]:
-    """Train and audit every point; returns (one row per point, the verdict rows)."""
+                 knobs: Mapping[str, str] | None = None, on_done=None,
+                 tables_only: bool = False) -> tuple[list[dict], list[dict]]:
+    """Train and audit every point; returns (one row per point, the verdict rows).
+
+    ``tables_only``: train and audit nothing; the rows are the points whose every cell is already
+    trained and audited in ``out`` (with whatever shadows its audit had), for a look at a sweep
+    still running or stopped; the others are named through ``on_done(cell, None)``."""
     plan = plan_points(dataset, defenses, points, mist_clients, dict(overrides or {}), recipes, values, knobs)
     cells = [(p, point_cells(p, dataset, seeds, out)) for p in plan]
+    if tables_only:
+        return _tables_from_cache(cells, bands, on_done)
     base = settings or CompareSettings(SHADOW_FREE, 0)
     free = replace(base, attacks=SHADOW_FREE, shadows=0, shadows_for={})
     everything = [c for _, cs in cells for c in cs]
@@ -192,6 +200,25 @@ def run_frontier(dataset: str, defenses: Sequence[str], seeds: Sequence[int], ou
         _raise_if_failed(results, chosen, out)
         rows = [point_row(p, cs) for p, cs in cells]
         sgd = next(r for r in rows if r["defense"] == "sgd")
+    for r in rows:
+        r["acc_drop"] = _drop(sgd, r)
+    return rows, verdicts(rows, bands)
+
+
+def _tables_from_cache(cells: Sequence[tuple[Point, list[Cell]]], bands: Sequence[float],
+                       on_done=None) -> tuple[list[dict], list[dict]]:
+    ready = []
+    for point, cs in cells:
+        for c in cs:
+            check_reuse(c.config, c.run_dir)  # a directory of another config is never read as this one
+        if all((c.run_dir / "model.pt").is_file() and (c.run_dir / "audit.json").is_file() for c in cs):
+            ready.append((point, cs))
+        elif on_done is not None:
+            on_done(cs[0], None)
+    rows = [point_row(p, cs) for p, cs in ready]
+    sgd = next((r for r in rows if r["defense"] == "sgd"), None)
+    if sgd is None:
+        raise ConfigError("--tables-only: SGD's cells are not trained and audited yet, so no drop can be measured")
     for r in rows:
         r["acc_drop"] = _drop(sgd, r)
     return rows, verdicts(rows, bands)
