@@ -58,19 +58,10 @@ def compare_command(explicit: dict[str, Any], defenses: str | None, attacks: str
                               f"--max-acc-drop {max_acc_drop:g} --out {out}` for each defense first")
     defense_list = [d.strip() for d in (defenses or DEFENSES).split(",") if d.strip()]
     cells = plan_cells(dataset, defense_list, seed_list, out, tuned, overrides)
-    per_defense = {}
-    for item in shadows_for or []:
-        name, _, n = item.partition("=")
-        if not n.strip().isdigit():
-            raise ConfigError(f"--shadows-for expects DEFENSE=N, got {item!r}")
-        if name.strip() not in defense_list:
-            raise ConfigError(f"--shadows-for {item}: {name.strip()!r} is not among the compared defenses "
-                              f"({', '.join(defense_list)})")
-        if int(n) % 2:
-            raise ConfigError(f"--shadows-for {item}: the shadow count must be 0 or even, got {n}")
-        if int(n):
-            check_enough_shadows(names, int(n))
-        per_defense[name.strip()] = int(n)
+    per_defense = _per_defense(shadows_for, defense_list)
+    for n in per_defense.values():
+        if n:
+            check_enough_shadows(names, n)
     request = {"dataset": dataset, "defenses": defense_list, "attacks": names, "seeds": seed_list,
                "shadows": shadows, "shadows_for": per_defense, "audit_seed": audit_seed, "bootstrap": bootstrap,
                "max_acc_drop": max_acc_drop, "overrides": overrides}
@@ -137,7 +128,7 @@ def frontier_command(explicit: dict[str, Any], defenses: str, points: int, mist_
     if points < 2:
         raise ConfigError(f"--points must be >= 2, got {points}")
     seed_list = _ints(seeds, "--seeds")
-    per_defense = _per_defense(shadows_for)
+    per_defense = _per_defense(shadows_for, defense_list)
     recipes = {name: find_recipe(text) for name, text in _pairs(recipe_for, "--recipe-for", "DEFENSE=RECIPE").items()}
     values = {name: _floats(text, f"--values-for {name}")
               for name, text in _pairs(values_for, "--values-for", "DEFENSE=V1,V2,...").items()}
@@ -208,12 +199,21 @@ def _sweep_note(recipes: dict[str, Path], values: dict[str, list[float]], knobs:
     return f"; {'; '.join(parts)}" if parts else ""
 
 
-def _per_defense(items: list[str] | None) -> dict[str, int]:
-    pairs = _pairs(items, "--shadows-for", "DEFENSE=N")
-    bad = [f"{k}={v}" for k, v in pairs.items() if not v.isdigit()]
-    if bad:
-        raise ConfigError(f"--shadows-for expects DEFENSE=N, got {bad[0]!r}")
-    return {k: int(v) for k, v in pairs.items()}
+def _per_defense(items: list[str] | None, defenses: list[str]) -> dict[str, int]:
+    """``--shadows-for DEFENSE=N`` items: a defense of the study, an even count (0: none)."""
+    per_defense = {}
+    for item in items or []:
+        name, _, n = item.partition("=")
+        name, n = name.strip(), n.strip()
+        if not n.isdigit():
+            raise ConfigError(f"--shadows-for expects DEFENSE=N, got {item!r}")
+        if name not in defenses:
+            raise ConfigError(f"--shadows-for {item}: {name!r} is not among the compared defenses "
+                              f"({', '.join(defenses)})")
+        if int(n) % 2:
+            raise ConfigError(f"--shadows-for {item}: the shadow count must be 0 or even, got {n}")
+        per_defense[name] = int(n)
+    return per_defense
 
 
 def claim_output(path: Path, request: dict, force: bool) -> None:
