@@ -266,17 +266,29 @@ def verdicts(rows: Sequence[dict], bands: Sequence[float]) -> list[dict]:
     ...         {"defense": "c", "acc_drop": 2.5, "plr_0.1": 5.0, "auc": 0.52}]
     >>> [(v["band"], v["defense"], v["plr_0.1"], v["winner"]) for v in verdicts(rows, [1, 3])]
     [(1, 'a', 9.0, True), (1, 'b', None, False), (1, 'c', None, False), (3, 'a', 9.0, False), (3, 'b', 5.0, False), (3, 'c', 5.0, True)]
+
+    Points with fewer shadows than the band's best-audited are not ranked (weaker attacks):
+
+    >>> rows[1]["n_shadows"] = 16
+    >>> [(v["defense"], v["plr_0.1"], v["winner"], v["unaudited"]) for v in verdicts(rows, [3])]
+    [('a', 9.0, True, 0), ('b', None, False, 1), ('c', None, False, 1)]
     """
     rank = lambda r: (r["plr_0.1"], r["auc"])  # noqa: E731
     curves = sorted({r["defense"] for r in rows if not r["defense"].startswith("sgd")})
     out = []
     for band in bands:
         band_rows = []
+        in_band = [r for r in rows if r["defense"] in curves and r["acc_drop"] <= band]
+        # Like with like: a point audited by fewer shadows saw weaker attacks, so its lower PLR is no
+        # win; only the points with the band's most shadows are ranked (a partial --tables-only).
+        need = max((r.get("n_shadows", 0) for r in in_band), default=0)
         for curve in curves:
-            fits = [r for r in rows if r["defense"] == curve and r["acc_drop"] <= band]
-            best = min(fits, key=rank) if fits else None
+            fits = [r for r in in_band if r["defense"] == curve]
+            audited = [r for r in fits if r.get("n_shadows", 0) >= need]
+            best = min(audited, key=rank) if audited else None
             band_rows.append({"band": band, "defense": curve, "plr_0.1": best["plr_0.1"] if best else None,
-                              "auc": best["auc"] if best else None, "point": best, "winner": False})
+                              "auc": best["auc"] if best else None, "point": best, "winner": False,
+                              "unaudited": len(fits) - len(audited), "shadows": need})
         fitting = [v for v in band_rows if v["point"] is not None]
         if fitting:
             min(fitting, key=lambda v: rank(v["point"]))["winner"] = True
@@ -333,13 +345,20 @@ def write_frontier(rows: Sequence[dict], verdict_rows: Sequence[dict], out: Path
                "Lowest highest-PLR@0.1 % among a defense's points within the band of SGD's test accuracy "
                "(mean over seeds; ties: the lower AUC); **bold** = the band's lowest; – = no setting fits the "
                "band. The sentence under each table says whether the lowest is separable from the others.", ""]
+    sgd = next((r for r in rows if r["defense"] == "sgd"), None)
     for band in sorted({v["band"] for v in verdict_rows}):
         v_lines += [f"## accuracy drop ≤ {band:g} points", "", "| defense | setting | test acc | PLR@0.1 % [CI] | AUC [CI] |",
                     "|---|---|---|---|---|"]
+        if sgd is not None:  # what "no defense" leaks, for scale
+            v_lines.append(f"| sgd (no defense) | – | {100 * sgd['test_acc']:.2f} % | {sgd['plr_0.1']:.3g} "
+                           f"[{_g(sgd['plr_0.1_lo'])}, {_g(sgd['plr_0.1_hi'])}] | {sgd['auc']:.3f} "
+                           f"[{_g(sgd['auc_lo'])}, {_g(sgd['auc_hi'])}] |")
         for v in (x for x in verdict_rows if x["band"] == band):
             p = v["point"]
             if p is None:
-                v_lines.append(f"| {v['defense']} | – (no setting within {band:g} points) | – | – | – |")
+                why = (f"{v['unaudited']} setting(s) fit, none audited with {v['shadows']} shadows yet"
+                       if v.get("unaudited") else f"no setting within {band:g} points")
+                v_lines.append(f"| {v['defense']} | – ({why}) | – | – | – |")
                 continue
             name = f"**{v['defense']}**" if v["winner"] else v["defense"]
             v_lines.append(f"| {name} | {display_name(p['knob'])} = {_g(p['value'])} | {100 * p['test_acc']:.2f} % | "
