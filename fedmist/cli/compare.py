@@ -202,16 +202,14 @@ def _sweep_note(recipes: dict[str, Path], values: dict[str, list[float]], knobs:
 def _per_defense(items: list[str] | None, defenses: list[str]) -> dict[str, int]:
     """``--shadows-for DEFENSE=N`` items: a defense of the study, an even count (0: none)."""
     per_defense = {}
-    for item in items or []:
-        name, _, n = item.partition("=")
-        name, n = name.strip(), n.strip()
+    for name, n in _pairs(items, "--shadows-for", "DEFENSE=N").items():
         if not n.isdigit():
-            raise ConfigError(f"--shadows-for expects DEFENSE=N, got {item!r}")
+            raise ConfigError(f"--shadows-for expects DEFENSE=N, got {name}={n!r}")
         if name not in defenses:
-            raise ConfigError(f"--shadows-for {item}: {name!r} is not among the compared defenses "
+            raise ConfigError(f"--shadows-for {name}={n}: {name!r} is not among the compared defenses "
                               f"({', '.join(defenses)})")
         if int(n) % 2:
-            raise ConfigError(f"--shadows-for {item}: the shadow count must be 0 or even, got {n}")
+            raise ConfigError(f"--shadows-for {name}={n}: the shadow count must be 0 or even, got {n}")
         per_defense[name] = int(n)
     return per_defense
 

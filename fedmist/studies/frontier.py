@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedmist.config import display_name
+from fedmist.config import RunConfig, display_name
 from fedmist.defenses import DEFENSES
 from fedmist.defenses.registry import Knob
 from fedmist.errors import ConfigError
@@ -87,15 +87,15 @@ def plan_points(dataset: str, defenses: Sequence[str], points: int, mist_clients
     for d in defenses:
         spec, recipe = DEFENSES[d], recipes.get(d)
         name = d if recipe is None else _curve_name(dataset, recipe)
-        if "reference_size" not in overrides and _held_out(
-                make_cell(dataset, d, 0, Path("."), recipe or default_recipe(dataset, d), overrides)):
+        probe = make_cell(dataset, d, 0, Path("."), recipe or default_recipe(dataset, d), overrides)
+        if "reference_size" not in overrides and _held_out(probe):
             plan.append(Point(f"sgd-matched-{name}", "reference_size", math.nan,
                               {**overrides, "reference_size": f"matched:{d}"}, recipe=recipe))
         knob = _knob_of(d, knobs.get(d))
         if knob is not spec.tune_knob:
             name = f"{name}-{knob.key.removeprefix('params.')}"
         grid = list(values[d]) if d in values else knob.grid(points) if recipe is None else \
-            _grid_around(knob, _knob_value(dataset, d, recipe, overrides, knob), points)
+            _grid_around(knob, _knob_value(probe.config, d, knob), points)
         for clients in (mist_clients if spec.tune_clients else [None]):
             curve = name if clients is None else f"{name}-c{clients}"
             extra = {} if clients is None else {"clients": str(clients)}
@@ -105,9 +105,7 @@ def plan_points(dataset: str, defenses: Sequence[str], points: int, mist_clients
 
 def _curve_name(dataset: str, recipe: Path) -> str:
     """``location-advreg-artefact.toml`` -> ``advreg-artefact``."""
-    stem = recipe.stem
-    prefix = f"{dataset.split(':')[0]}-"
-    return stem[len(prefix):] if stem.startswith(prefix) else stem
+    return recipe.stem.removeprefix(f"{dataset.split(':')[0]}-")
 
 
 def _knob_of(defense: str, name: str | None) -> Knob:
@@ -124,14 +122,11 @@ def _knob_of(defense: str, name: str | None) -> Knob:
                       f"{', '.join(k.key.removeprefix('params.') for k in knobs)}")
 
 
-def _knob_value(dataset: str, defense: str, recipe: Path, overrides: Mapping[str, str], knob: Knob) -> float:
-    """The knob's value in a recipe (its [params], else the defense's default)."""
-    spec = DEFENSES[defense]
-    cfg = make_cell(dataset, defense, 0, Path("."), recipe, dict(overrides)).config
-    key = knob.key
-    if not key.startswith("params."):
-        return float(getattr(cfg, key))
-    return float(getattr(spec.parse_params(cfg.params), key.split(".", 1)[1]))
+def _knob_value(cfg: RunConfig, defense: str, knob: Knob) -> float:
+    """The knob's value in a prepared config (its [params], else the defense's default)."""
+    if not knob.key.startswith("params."):
+        return float(getattr(cfg, knob.key))
+    return float(getattr(DEFENSES[defense].parse_params(cfg.params), knob.key.split(".", 1)[1]))
 
 
 def _grid_around(knob: Knob, center: float, points: int) -> list[float]:
