@@ -8,6 +8,7 @@ each ``metrics.json`` row). The distillation's lr schedule restarts at its own e
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -55,12 +56,22 @@ def phase_lr(cfg: RunConfig, base_lr: float, phase_epoch: int) -> float:
     return step_lr(base_lr, cfg.lr_schedule, phase_epoch)
 
 
+def student_cfg(cfg: RunConfig, momentum: float = -1.0, weight_decay: float = -1.0) -> RunConfig:
+    """The run's config with the student's own optimiser settings (-1: the first phase's). Why:
+    SELENA's and DMP's reference code train the first phase with plain SGD and the student with
+    momentum 0.99 and weight decay (HAMP's artefact, location/train-selena.py:421)."""
+    changes = {k: v for k, v in (("momentum", momentum), ("weight_decay", weight_decay)) if v >= 0}
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
 def distill(run: TrainingRun, federation: Federation, student: State, rows: np.ndarray, targets: np.ndarray, *,
-            base_lr: float, epochs: int, start: int = 1, keep: State | None = None) -> State:
+            base_lr: float, epochs: int, start: int = 1, keep: State | None = None,
+            cfg: RunConfig | None = None) -> State:
     """Distillation epochs ``start..epochs`` of the student on client 0 (reported as run epochs
     ``cfg.epochs + d``); ``keep`` (``aux/`` tensors) rides along in every checkpoint but the last so
-    a resumed run finds its soft labels. Returns the student's weights."""
-    cfg, keep = run.cfg, keep or {}
+    a resumed run finds its soft labels; ``cfg``: the student's config (``student_cfg``), else the
+    run's. Returns the student's weights."""
+    cfg, keep = cfg or run.cfg, keep or {}
     if len(rows) != len(targets):
         raise ValueError(f"{len(rows)} distillation rows but {len(targets)} soft labels")
     for d in range(start, epochs + 1):
