@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from fedmist.config import RunConfig
+from fedmist.defenses import get_defense
 from fedmist.defenses.selena import TARGETS, average_left_out, leave_out
 from fedmist.runs.inprocess import InProcessFederation
 from fedmist.training.jobs import LocalJob, LocalResult, PredictJob, PredictResult
@@ -21,6 +22,7 @@ from fedmist.errors import ConfigError
 from fedmist.runs.rundir import open_run, prepare_config, train_run
 
 K, L = 4, 2
+RECIPES = Path(__file__).resolve().parents[2] / "fedmist" / "recipes"
 
 
 class RecordingFederation(InProcessFederation):
@@ -224,3 +226,12 @@ def test_flower_simulation_via_the_cli_matches_in_process(tmp_path: Path) -> Non
     got = torch.load(out / "model.pt", weights_only=True)
     for k, v in run.state.items():
         torch.testing.assert_close(got[k], v, rtol=0, atol=1e-6)
+
+
+def test_artefact_preset_loads_with_the_artefacts_settings() -> None:
+    cfg = prepare_config(RunConfig.from_toml(RECIPES / "location-selena-artefact.toml"))
+    p = get_defense("selena").parse_params(cfg.params)
+    assert (cfg.defense, cfg.epochs, cfg.lr, cfg.momentum, cfg.batch_size, cfg.lr_schedule, cfg.clients) == \
+        ("selena", 50, 0.5, 0.0, 64, [60, 90], 25)
+    assert (p.K, p.L, p.distill_epochs, p.distill_momentum, p.distill_weight_decay) == (25, 10, 100, 0.99, 1e-5)
+    assert p.distill_lr == pytest.approx(1.0 / 30, rel=1e-5)  # the artefact's lr 1.0 on an element-mean KL
