@@ -285,7 +285,33 @@ def training_differences(saved: dict[str, Any], now: "RunConfig") -> list[str]:
     mine = now.to_dict()
     skip = non_training_keys(cls)
     return [f"{display_name(k)}: saved {saved.get(k)!r} vs now {mine[k]!r}"
-            for k in sorted(mine) if k not in skip and saved.get(k) != mine[k]]
+            for k in sorted(mine) if k not in skip and _as_given(saved.get(k)) != _as_given(mine[k])]
+
+
+def _as_given(value: Any) -> Any:
+    """A value as the run reads it: ``--set params.temperature=4`` stores the string "4", a recipe
+    the number 4.0, and a defense parses both to 4.0, so both are the same run (a study would
+    otherwise refuse to reuse it). Numbers compare as floats, "true"/"false" as booleans.
+
+    >>> _as_given({"T": "4", "on": "true", "name": "x"}) == _as_given({"T": 4.0, "on": True, "name": "x"})
+    True
+    """
+    if isinstance(value, dict):
+        return {k: _as_given(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_given(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        if value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def parse_client(text: str, clients: int, what: str) -> int:

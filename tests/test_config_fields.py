@@ -54,6 +54,21 @@ def test_a_new_field_takes_part_in_the_resume_check_unless_declared_non_training
     assert training_differences(saved, placement(new_knob=0.7)) == []
 
 
+def test_a_param_given_on_the_command_line_is_the_same_run_as_the_recipes_number() -> None:
+    """`--set params.temperature=1` stores "1"; the preset stores 1.0: the same run, reused."""
+    recipe = RunConfig(defense="dmp", params={"temperature": 1.0, "synthetic_rows": 10000, "select_fraction": 1.0})
+    saved = recipe.to_dict()
+    cli = RunConfig(defense="dmp", params={"temperature": "1", "synthetic_rows": "10000", "select_fraction": "1.0"})
+    assert training_differences(saved, cli) == []
+    other = RunConfig(defense="dmp", params={"temperature": "2", "synthetic_rows": "10000", "select_fraction": "1.0"})
+    assert training_differences(saved, other) == [
+        "params: saved {'temperature': 1.0, 'synthetic_rows': 10000, 'select_fraction': 1.0} vs now "
+        "{'temperature': '2', 'synthetic_rows': '10000', 'select_fraction': '1.0'}"]
+    flags = RunConfig(defense="mixup_mmd", params={"separate": "true"})
+    assert training_differences(RunConfig(defense="mixup_mmd", params={"separate": True}).to_dict(), flags) == []
+    assert training_differences(RunConfig(defense="mixup_mmd", params={"separate": False}).to_dict(), flags) != []
+
+
 def test_a_new_field_keys_the_shadow_cache_only_away_from_its_default() -> None:
     cls = _extended()
     idx = np.arange(5)
