@@ -285,33 +285,27 @@ def training_differences(saved: dict[str, Any], now: "RunConfig") -> list[str]:
     mine = now.to_dict()
     skip = non_training_keys(cls)
     return [f"{display_name(k)}: saved {saved.get(k)!r} vs now {mine[k]!r}"
-            for k in sorted(mine) if k not in skip and _as_given(saved.get(k)) != _as_given(mine[k])]
+            for k in sorted(mine) if k not in skip and not _same_value(saved.get(k), mine[k])]
 
 
-def _as_given(value: Any) -> Any:
-    """A value as the run reads it: ``--set params.temperature=4`` stores the string "4", a recipe
-    the number 4.0, and a defense parses both to 4.0, so both are the same run (a study would
-    otherwise refuse to reuse it). Numbers compare as floats, "true"/"false" as booleans.
+def _same_value(saved: Any, now: Any) -> bool:
+    """Whether a saved value and the current one make the same run. ``--set params.temperature=1``
+    stores the string "1" and a recipe the number 1.0; the defense reads both as 1.0, so the
+    string is read as the other side's type with ``coerce``, the one converter of config values
+    (a study would otherwise refuse to reuse a preset's own run as its sweep point).
 
-    >>> _as_given({"T": "4", "on": "true", "name": "x"}) == _as_given({"T": 4.0, "on": True, "name": "x"})
-    True
+    >>> _same_value({"T": "1", "on": "true"}, {"T": 1.0, "on": True}), _same_value("2", 1.0)
+    (True, False)
     """
-    if isinstance(value, dict):
-        return {k: _as_given(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_as_given(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        if value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return saved.keys() == now.keys() and all(_same_value(saved[k], now[k]) for k in now)
+    if isinstance(saved, str) != isinstance(now, str):
+        text, typed = (saved, now) if isinstance(saved, str) else (now, saved)
         try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+            return coerce("", typed, text) == typed
+        except ConfigError:
+            return False
+    return saved == now
 
 
 def parse_client(text: str, clients: int, what: str) -> int:
