@@ -59,7 +59,7 @@ def phase_lr(cfg: RunConfig, base_lr: float, phase_epoch: int) -> float:
 def student_cfg(cfg: RunConfig, momentum: float = -1.0, weight_decay: float = -1.0) -> RunConfig:
     """The run's config with the student's own optimiser settings (-1: the first phase's). Why:
     SELENA's and DMP's reference code train the first phase with plain SGD and the student with
-    momentum 0.99 and weight decay (HAMP's artefact, location/train-selena.py:421)."""
+    momentum 0.99 and weight decay (HAMP's artefact, location/train-selena.py:430)."""
     changes = {k: v for k, v in (("momentum", momentum), ("weight_decay", weight_decay)) if v >= 0}
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
