@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from fedmist.config import RunConfig
+from fedmist.errors import ConfigError
 from fedmist.models import build_model
 from fedmist.training.jobs import (
     EpochReport,
@@ -56,12 +57,27 @@ def phase_lr(cfg: RunConfig, base_lr: float, phase_epoch: int) -> float:
     return step_lr(base_lr, cfg.lr_schedule, phase_epoch)
 
 
-def student_cfg(cfg: RunConfig, momentum: float = -1.0, weight_decay: float = -1.0) -> RunConfig:
-    """The run's config with the student's own optimiser settings (-1: the first phase's). Why:
-    SELENA's and DMP's reference code train the first phase with plain SGD and the student with
-    momentum 0.99 and weight decay (HAMP's artefact, location/train-selena.py:430)."""
+def student_cfg(cfg: RunConfig, momentum: float = -1.0, weight_decay: float = -1.0,
+                batch_size: int = 0) -> RunConfig:
+    """The run's config with the student's own optimiser settings (-1, or 0 for the batch size: the
+    first phase's). Why: SELENA's and DMP's reference code train the first phase with plain SGD and
+    the student with momentum 0.99 and weight decay (HAMP's artefact, location/train-selena.py:430,
+    location/train-org-dmp.py:419), and fedmist's DMP teacher is the SGD baseline's recipe."""
     changes = {k: v for k, v in (("momentum", momentum), ("weight_decay", weight_decay)) if v >= 0}
+    if batch_size > 0:
+        changes["batch_size"] = batch_size
     return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def check_student_optimiser(defense: str, momentum: float, weight_decay: float, batch_size: int) -> None:
+    """ConfigError naming the bad ``params.distill_*`` value of ``defense``."""
+    if not (momentum == -1 or 0 <= momentum < 1):
+        raise ConfigError(f"{defense}'s params.distill_momentum must be in [0, 1) or -1 (the run's), got {momentum}")
+    if not (weight_decay == -1 or weight_decay >= 0):
+        raise ConfigError(f"{defense}'s params.distill_weight_decay must be >= 0 or -1 (the run's), "
+                          f"got {weight_decay}")
+    if batch_size < 0:
+        raise ConfigError(f"{defense}'s params.distill_batch_size must be >= 1 or 0 (the run's), got {batch_size}")
 
 
 def distill(run: TrainingRun, federation: Federation, student: State, rows: np.ndarray, targets: np.ndarray, *,

@@ -48,10 +48,12 @@ from fedmist.config import RunConfig
 from fedmist.defenses.distillation import (
     STAGE_DISTILL,
     STAGE_FIRST,
+    check_student_optimiser,
     distill,
     distill_epochs_of,
     fresh_state,
     phase_lr,
+    student_cfg,
 )
 from fedmist.defenses.registry import (
     AUX,
@@ -96,6 +98,11 @@ class DmpParams:
     # > 0: the student trains on this many rows drawn from the members' feature marginals (module
     # docstring) instead of the reference rows; 0 = the reference rows (the default)
     synthetic_rows: int = 0
+    # The student's own optimiser (fedmist.defenses.distillation.student_cfg): HAMP's artefact
+    # distils with momentum 0.99, weight decay 1e-5 and batch 64 after a teacher trained otherwise.
+    distill_momentum: float = -1.0  # -1 = cfg.momentum
+    distill_weight_decay: float = -1.0  # -1 = cfg.weight_decay
+    distill_batch_size: int = 0  # 0 = cfg.batch_size
 
     def check(self) -> None:
         if not self.temperature > 0:
@@ -104,6 +111,7 @@ class DmpParams:
             raise ConfigError(f"dmp's params.select_fraction must be in (0, 1], got {self.select_fraction}")
         if self.select_size < 0 or self.distill_epochs < 0 or self.distill_lr < 0 or self.synthetic_rows < 0:
             raise ConfigError("dmp's params.select_size, distill_epochs, distill_lr and synthetic_rows must be >= 0")
+        check_student_optimiser("dmp", self.distill_momentum, self.distill_weight_decay, self.distill_batch_size)
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
@@ -212,10 +220,12 @@ def synthetic_student_data(cfg: RunConfig, teacher: State, members: np.ndarray) 
 
 
 def distill_synthetic(run: TrainingRun, federation: Federation, student: State, members: np.ndarray,
-                      targets: np.ndarray, *, base_lr: float, epochs: int, start: int, keep: State) -> State:
+                      targets: np.ndarray, *, base_lr: float, epochs: int, start: int, keep: State,
+                      cfg: RunConfig | None = None) -> State:
     """The student's epochs ``start..epochs`` on the synthetic rows (as ``distill`` does on rows of
-    the dataset), reported as run epochs ``cfg.epochs + d``."""
-    cfg = run.cfg
+    the dataset), reported as run epochs ``cfg.epochs + d``; ``cfg``: the student's config
+    (``student_cfg``), else the run's."""
+    cfg = cfg or run.cfg
     for d in range(start, epochs + 1):
         t0 = time.perf_counter()
         job = LocalJob(0, cfg.epochs + d, phase_lr(cfg, base_lr, d), student, members, step=SYNTHETIC_STEP,
@@ -273,7 +283,8 @@ def train_dmp(run: TrainingRun, federation: Federation, rounds: Rounds) -> State
     base_lr, epochs = p.distill_lr or cfg.lr, distill_epochs_of(cfg, p.distill_epochs)
     start = max(1, run.start_epoch - cfg.epochs)
     train = distill_synthetic if synthetic else distill
-    return train(run, federation, student, rows, targets, base_lr=base_lr, epochs=epochs, start=start, keep=keep)
+    return train(run, federation, student, rows, targets, base_lr=base_lr, epochs=epochs, start=start, keep=keep,
+                 cfg=student_cfg(cfg, p.distill_momentum, p.distill_weight_decay, p.distill_batch_size))
 
 
 DMP = register_defense(DefenseSpec(

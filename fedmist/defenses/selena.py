@@ -28,6 +28,7 @@ import torch
 from fedmist.config import RunConfig
 from fedmist.defenses.distillation import (
     STAGE_FIRST,
+    check_student_optimiser,
     distill,
     distill_epochs_of,
     fresh_state,
@@ -62,6 +63,7 @@ class SelenaParams:
     distill_lr: float = 0.0  # learning rate of self-distillation; 0 = cfg.lr
     distill_momentum: float = -1.0  # the student's SGD momentum; -1 = cfg.momentum
     distill_weight_decay: float = -1.0  # the student's weight decay; -1 = cfg.weight_decay
+    distill_batch_size: int = 0  # the student's batch size; 0 = cfg.batch_size
 
     def check(self) -> None:
         if self.K < 2:
@@ -70,12 +72,7 @@ class SelenaParams:
             raise ConfigError(f"selena needs 1 <= params.L < params.K ({self.K}), got L={self.L}")
         if self.distill_epochs < 0 or self.distill_lr < 0:
             raise ConfigError("selena's params.distill_epochs and params.distill_lr must be >= 0")
-        if not (self.distill_momentum == -1 or 0 <= self.distill_momentum < 1):
-            raise ConfigError(f"selena's params.distill_momentum must be in [0, 1) or -1 (the run's), "
-                              f"got {self.distill_momentum}")
-        if not (self.distill_weight_decay == -1 or self.distill_weight_decay >= 0):
-            raise ConfigError(f"selena's params.distill_weight_decay must be >= 0 or -1 (the run's), "
-                              f"got {self.distill_weight_decay}")
+        check_student_optimiser("selena", self.distill_momentum, self.distill_weight_decay, self.distill_batch_size)
 
 
 def leave_out(n: int, K: int, L: int, seed: int) -> np.ndarray:
@@ -182,7 +179,7 @@ def train_selena(run: TrainingRun, federation: Federation, rounds: Rounds) -> St
     return distill(run, federation, student, members, targets, base_lr=p.distill_lr or cfg.lr,
                    epochs=distill_epochs_of(cfg, p.distill_epochs), start=start,
                    keep={TARGETS: torch.from_numpy(np.ascontiguousarray(targets))},
-                   cfg=student_cfg(cfg, p.distill_momentum, p.distill_weight_decay))
+                   cfg=student_cfg(cfg, p.distill_momentum, p.distill_weight_decay, p.distill_batch_size))
 
 
 SELENA = register_defense(DefenseSpec(

@@ -231,5 +231,45 @@ def test_artefact_preset_loads_and_is_accepted() -> None:
     cfg = prepare_config(RunConfig.from_toml(RECIPES / "location-dmp-artefact.toml"))
     p = get_defense("dmp").parse_params(cfg.params)
     assert (cfg.defense, cfg.epochs, cfg.reference_size, cfg.lr_schedule) == ("dmp", 100, 0, [120, 180])
-    assert p == dm.DmpParams(temperature=1.0, select_fraction=1.0, distill_epochs=200, distill_lr=0.1,
-                             synthetic_rows=10000)
+    # the artefact's lr 0.1 on an element-mean KL over 30 classes, momentum 0.99, decay 1e-5, batch 64
+    assert p == dm.DmpParams(temperature=1.0, select_fraction=1.0, distill_epochs=200, distill_lr=0.00333333,
+                             synthetic_rows=10000, distill_momentum=0.99, distill_weight_decay=1e-5,
+                             distill_batch_size=64)
+    assert (cfg.momentum, cfg.batch_size, cfg.weight_decay) == (0.9, 100, 0.0)  # the teacher: location-sgd's
+
+
+@pytest.mark.parametrize("synthetic", [False, True])
+def test_the_student_trains_with_its_own_optimiser_and_the_teacher_with_the_runs(synthetic: bool) -> None:
+    """The student's jobs carry ``distill_momentum`` / ``distill_weight_decay`` / ``distill_batch_size``,
+    the teacher's the run's, on reference rows and on synthetic rows alike, and the student then
+    differs from one trained with the run's settings (the knobs are not ignored)."""
+    make = synthetic_cfg if synthetic else dmp_cfg
+    recorded = {}
+    for label, params in [("own", {"distill_momentum": 0.99, "distill_weight_decay": 1e-3, "distill_batch_size": 7}),
+                          ("run's", {})]:
+        cfg = make(**params)
+        seen: list[tuple[str, float, float, int]] = []
+
+        class Seeing(InProcessFederation):
+            def local(self, cfg, jobs):
+                seen.extend((j.step, cfg.momentum, cfg.weight_decay, cfg.batch_size) for j in jobs)
+                return super().local(cfg, jobs)
+
+        run = open_run(cfg, None)
+        train_run(run, Seeing())
+        recorded[label] = (sorted(set(seen)), run.state)
+    student = dm.SYNTHETIC_STEP if synthetic else "distill"
+    teacher = ("", 0.9, 0.0, 20)  # the default step; RunConfig's momentum and decay, dmp_cfg's batch
+    assert recorded["own"][0] == sorted([(student, 0.99, 1e-3, 7), teacher])
+    assert recorded["run's"][0] == sorted([(student, 0.9, 0.0, 20), teacher])
+    own, runs = recorded["own"][1], recorded["run's"][1]
+    assert any(not torch.allclose(own[k], runs[k]) for k in own)
+
+
+def test_student_optimiser_knob_errors() -> None:
+    with pytest.raises(ConfigError, match="dmp's params.distill_momentum must be in"):
+        dmp_cfg(distill_momentum=1.0)
+    with pytest.raises(ConfigError, match="dmp's params.distill_weight_decay must be"):
+        dmp_cfg(distill_weight_decay=-0.5)
+    with pytest.raises(ConfigError, match="dmp's params.distill_batch_size must be"):
+        dmp_cfg(distill_batch_size=-3)
