@@ -12,7 +12,13 @@
    the deployment with Flower's own 1 s retries for reply objects beside fedmist's (before / after).
    ``FEDMIST_ROUND_TIMING=1`` there (or in this process's environment) logs each round's push,
    reply arrivals and time inside ``pull_messages`` to the ``--keep-logs`` copy of the run's log.
-3. Optionally (``--dropout``) the same deployment for 3 epochs with SuperNode 3 killed (SIGKILL)
+3. Optionally (``--floor``) the relay floor, in the same run: one more simulation and deployment
+   of the same model on a synthetic dataset of the same shape with 4 rows per client, so an
+   epoch moves exactly the bytes and messages of the real one and computes next to nothing. The
+   deployed floor epoch is what Flower's relay (ServerApp -> SuperLink -> SuperNode -> ClientApp
+   and back, TLS, node authentication) costs on this machine whatever fedmist does; printed
+   against the simulated real epoch, it says how close the deploy / simulate target can get.
+4. Optionally (``--dropout``) the same deployment for 3 epochs with SuperNode 3 killed (SIGKILL)
    once epoch 1 is checkpointed: how long the server takes to notice (``round_timeout``) and
    finish the run.
 
@@ -21,6 +27,7 @@
     python experiments/bench_deploy.py --dataset synthetic:240x12x3 --set model=mlp-small --set train_size=120
     python experiments/bench_deploy.py --dropout --round-timeout 30
     python experiments/bench_deploy.py --epochs 3 --compare-env FEDMIST_GRID_PULL_RETRY=0
+    python experiments/bench_deploy.py --epochs 4 --floor       # + the relay floor (no compute)
 
 The machine's other load makes single runs noisy: compare ratios from one side-by-side run.
 """
@@ -62,6 +69,20 @@ def _metrics(out: Path) -> dict:
     # imports and dataset in a deployment): the steady state is the median of the later epochs.
     return {"train": float(m["summary"]["wall_time"]), "epochs": epochs, "median": statistics.median(epochs),
             "steady": statistics.median(epochs[1:] or epochs)}
+
+
+def floor_sets(dataset: str, sets: list[str]) -> list[str]:
+    """``sets`` for the relay floor: the dataset's model on synthetic rows of its shape, 4 per client."""
+    from fedmist import RunConfig, get_workspace, prepare_config
+
+    ws = get_workspace(prepare_config(RunConfig(dataset=dataset)))
+    shape = ws.dataset.feature_shape
+    if len(shape) != 1:
+        raise SystemExit(f"--floor needs a dataset of feature vectors; {dataset} has feature shape {shape}")
+    kept = [s for s in sets if not s.startswith(("dataset=", "train_size=", "model="))]
+    rows = 4 * 4  # 4 clients, 4 rows each
+    return [f"dataset=synthetic:{4 * rows}x{shape[0]}x{ws.dataset.num_classes}", f"model={ws.model_name}",
+            f"train_size={rows}", *kept]
 
 
 def simulate(out: Path, recipe: Path, sets: list[str]) -> float:
@@ -134,6 +155,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="epochs per run (median epoch time is compared)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="more config overrides for both sides (repeatable)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also measure the relay floor: the same model and messages with ~no compute")
     ap.add_argument("--dropout", action="store_true", help="also measure a SuperNode killed mid-run")
     ap.add_argument("--round-timeout", type=float, default=30.0, help="round timeout of the --dropout run")
     ap.add_argument("--keep-logs", type=Path, default=None, help="copy the SuperNode and `deploy run` logs here")
@@ -182,6 +205,18 @@ def main() -> None:
             print(f"| deploy with {shown}: epoch times s | | {', '.join(f'{e:.2f}' for e in dep2['epochs'])} | |")
             print(f"| deploy with {shown}: median epoch s, epoch 1 left out | | {dep2['steady']:.2f} | "
                   f"**{dep2['steady'] / sim['steady']:.2f}** |")
+        if args.floor:
+            fsets = floor_sets(args.dataset, sets)
+            fsim_wall = simulate(tmp / "floor-sim", args.recipe, fsets)
+            (tmp / "floor").mkdir()
+            _, fdep_wall = deploy(tmp / "floor", tmp / "floor-dep", args.recipe, fsets, name="floor")
+            fsim, fdep = _metrics(tmp / "floor-sim"), _metrics(tmp / "floor-dep")
+            print(f"| relay floor ({' '.join(fsets[:3])}): epoch times s | {', '.join(f'{e:.2f}' for e in fsim['epochs'])} | "
+                  f"{', '.join(f'{e:.2f}' for e in fdep['epochs'])} | |")
+            print(f"| relay floor: median epoch s, epoch 1 left out | {fsim['steady']:.2f} | {fdep['steady']:.2f} | "
+                  f"{fdep['steady'] / fsim['steady']:.2f} |")
+            print(f"| relay floor deployed / real simulated epoch | | | **{fdep['steady'] / sim['steady']:.2f}** "
+                  f"(the deploy / simulate target cannot go below this with Flower's relay on this machine) |")
         print("(one side-by-side run on a shared machine: noisy)")
         if args.authors is not None:
             print_against_authors(args.authors, args.epochs, {"simulate": sim["steady"], "deploy": dep["steady"]})

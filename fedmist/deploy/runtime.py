@@ -132,6 +132,11 @@ def supernode_main(argv: list[str]) -> None:
 # task first, then pulls them from the SuperLink). Flower's pull then retries after 1 s, 2 s, ...
 # which a per-message process, started ~5 s after the task, never hit; a warm one does.
 OBJECT_RETRY_S, OBJECT_RETRY_CAP_S = 0.02, 0.5
+# Flower's ``install_from_fab`` extracts the whole FAB to a temporary directory and checks every
+# file's hash before it sees that the app is installed already: every message of a warm process paid
+# that (~1/4 of its CPU with no training to do). The warm process installs each FAB hash once (the
+# hash names the content). FEDMIST_FAB_REINSTALL=1 keeps Flower's install on every message.
+FAB_REINSTALL = os.environ.get("FEDMIST_FAB_REINSTALL", "") not in ("", "0")
 
 
 def pull_task_input(client):
@@ -187,6 +192,7 @@ class WarmClientApp:
         self.ready = threading.Condition()
         self.cold: list[subprocess.Popen] = []
         self.served = 0
+        self.installed: set[str] = set()  # FAB hashes installed by this process
 
     # The warm thread: one task at a time, imports and caches kept between tasks.
     def worker(self) -> None:
@@ -231,7 +237,9 @@ class WarmClientApp:
             heartbeat.start()
             message, context, run, fab = pull_task_input(client)
             t_in = time.perf_counter()
-            install_from_fab(fab.content, skip_prompt=True)  # returns at once when installed
+            if FAB_REINSTALL or fab.hash_str not in self.installed:
+                install_from_fab(fab.content, skip_prompt=True)  # extracts and verifies the whole FAB
+                self.installed.add(fab.hash_str)
             load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
             app = load(run.fab_id, run.fab_version, fab.hash_str)
             reply = app(message=message, context=context)
