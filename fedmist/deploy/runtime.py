@@ -240,6 +240,7 @@ class WarmClientApp:
             if FAB_REINSTALL or fab.hash_str not in self.installed:
                 install_from_fab(fab.content, skip_prompt=True)  # extracts and verifies the whole FAB
                 self.installed.add(fab.hash_str)
+                _log(f"installed FAB {fab.hash_str[:12]} in process {os.getpid()}")
             load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
             app = load(run.fab_id, run.fab_version, fab.hash_str)
             reply = app(message=message, context=context)

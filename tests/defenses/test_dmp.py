@@ -26,6 +26,7 @@ from tests.defenses.test_selena import (
     RecordingFederation,
     StopAfter,
     _softmax_np,
+    optimiser_settings_seen,
 )
 
 
@@ -244,26 +245,14 @@ def test_the_student_trains_with_its_own_optimiser_and_the_teacher_with_the_runs
     the teacher's the run's, on reference rows and on synthetic rows alike, and the student then
     differs from one trained with the run's settings (the knobs are not ignored)."""
     make = synthetic_cfg if synthetic else dmp_cfg
-    recorded = {}
-    for label, params in [("own", {"distill_momentum": 0.99, "distill_weight_decay": 1e-3, "distill_batch_size": 7}),
-                          ("run's", {})]:
-        cfg = make(**params)
-        seen: list[tuple[str, float, float, int]] = []
-
-        class Seeing(InProcessFederation):
-            def local(self, cfg, jobs):
-                seen.extend((j.step, cfg.momentum, cfg.weight_decay, cfg.batch_size) for j in jobs)
-                return super().local(cfg, jobs)
-
-        run = open_run(cfg, None)
-        train_run(run, Seeing())
-        recorded[label] = (sorted(set(seen)), run.state)
+    own, own_state = optimiser_settings_seen(make(distill_momentum=0.99, distill_weight_decay=1e-3,
+                                                  distill_batch_size=7))
+    runs, runs_state = optimiser_settings_seen(make())
     student = dm.SYNTHETIC_STEP if synthetic else "distill"
     teacher = ("", 0.9, 0.0, 20)  # the default step; RunConfig's momentum and decay, dmp_cfg's batch
-    assert recorded["own"][0] == sorted([(student, 0.99, 1e-3, 7), teacher])
-    assert recorded["run's"][0] == sorted([(student, 0.9, 0.0, 20), teacher])
-    own, runs = recorded["own"][1], recorded["run's"][1]
-    assert any(not torch.allclose(own[k], runs[k]) for k in own)
+    assert own == sorted([(student, 0.99, 1e-3, 7), teacher])
+    assert runs == sorted([(student, 0.9, 0.0, 20), teacher])
+    assert any(not torch.allclose(own_state[k], runs_state[k]) for k in own_state)
 
 
 def test_student_optimiser_knob_errors() -> None:

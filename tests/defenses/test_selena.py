@@ -176,27 +176,33 @@ def test_resume_after_interruption_ends_with_the_same_weights(tmp_path: Path, ro
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
 
 
+def optimiser_settings_seen(cfg: RunConfig) -> tuple[list[tuple[str, float, float, int]], dict]:
+    """Train ``cfg`` in-process; the distinct (step, momentum, weight decay, batch size) its jobs
+    were sent with, and the final state (shared with DMP's tests)."""
+    seen: list[tuple[str, float, float, int]] = []
+
+    class Seeing(InProcessFederation):
+        def local(self, cfg, jobs):
+            seen.extend((j.step, cfg.momentum, cfg.weight_decay, cfg.batch_size) for j in jobs)
+            return super().local(cfg, jobs)
+
+    run = open_run(cfg, None)
+    train_run(run, Seeing())
+    return sorted(set(seen)), run.state
+
+
 def test_the_student_trains_with_its_own_momentum_and_decay_and_the_sub_models_with_the_runs() -> None:
     """HAMP's artefact trains SELENA's sub-models with plain SGD and the student with momentum 0.99
     and weight decay 1e-5: the student's jobs carry those, the sub-models' the run's, and the
     student then differs from one trained with the run's settings (the knobs are not ignored)."""
-    recorded = {}
-    for label, params in [("own", {"distill_momentum": 0.99, "distill_weight_decay": 1e-3}), ("run's", {})]:
-        cfg = prepare_config(RunConfig.from_dict({"momentum": 0.0, "weight_decay": 0.0}, base=selena_cfg(**params)))
-        seen: list[tuple[str, float, float]] = []
-
-        class Seeing(InProcessFederation):
-            def local(self, cfg, jobs):
-                seen.extend((j.step, cfg.momentum, cfg.weight_decay) for j in jobs)
-                return super().local(cfg, jobs)
-
-        run = open_run(cfg, None)
-        train_run(run, Seeing())
-        recorded[label] = (sorted(set(seen)), run.state)
-    assert recorded["own"][0] == [("distill", 0.99, 1e-3), ("sgd", 0.0, 0.0)]
-    assert recorded["run's"][0] == [("distill", 0.0, 0.0), ("sgd", 0.0, 0.0)]
-    own, runs = recorded["own"][1], recorded["run's"][1]
-    assert any(not torch.allclose(own[k], runs[k]) for k in own)
+    plain = {"momentum": 0.0, "weight_decay": 0.0}
+    own, own_state = optimiser_settings_seen(prepare_config(RunConfig.from_dict(plain, base=selena_cfg(
+        distill_momentum=0.99, distill_weight_decay=1e-3, distill_batch_size=5))))
+    runs, runs_state = optimiser_settings_seen(prepare_config(RunConfig.from_dict(plain, base=selena_cfg())))
+    batch = selena_cfg().batch_size
+    assert own == [("distill", 0.99, 1e-3, 5), ("sgd", 0.0, 0.0, batch)]
+    assert runs == [("distill", 0.0, 0.0, batch), ("sgd", 0.0, 0.0, batch)]
+    assert any(not torch.allclose(own_state[k], runs_state[k]) for k in own_state)
 
 
 def test_bad_knobs_are_config_errors() -> None:

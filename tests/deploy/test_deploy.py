@@ -125,8 +125,16 @@ def test_each_supernode_runs_every_message_in_one_long_lived_process(cluster: Cl
         restarts = log.count("a new FAB (app code) arrived")
         assert log.count("takes ClientApp tasks from the SuperNode") == 1 + restarts, log[-3000:]
         assert log.count("Start `flwr-clientapp` process") <= restarts, log[-3000:]
+        # The FAB is unpacked once per app code and process, not for every message (Flower's
+        # install_from_fab extracts and hash-checks every file each time it is called).
+        assert 1 <= log.count("fedmist-clientapp: installed FAB") <= 1 + restarts, log[-3000:]
         children = {p.pid for p in psutil.Process(node.popen.pid).children(recursive=True)}
         assert pids[0] in children, (pids[0], children)
+    # The FAB carries the apps' code only (pyproject's fab-include), not tests, docs or results.
+    installed = sorted((cluster.tmp / "flwr-home" / "apps").glob("fedmist.fedmist.*"))
+    assert installed
+    for app in installed:
+        assert {p.name for p in app.iterdir()} == {"clients", "fedmist", "pyproject.toml", "server"}, app
 
 
 def test_terminating_a_supernode_stops_its_clientapp_process(cluster: Cluster) -> None:
