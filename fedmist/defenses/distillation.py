@@ -57,27 +57,34 @@ def phase_lr(cfg: RunConfig, base_lr: float, phase_epoch: int) -> float:
     return step_lr(base_lr, cfg.lr_schedule, phase_epoch)
 
 
-def student_cfg(cfg: RunConfig, momentum: float = -1.0, weight_decay: float = -1.0,
-                batch_size: int = 0) -> RunConfig:
-    """The run's config with the student's own optimiser settings (-1, or 0 for the batch size: the
-    first phase's). Why: SELENA's and DMP's reference code train the first phase with plain SGD and
+@dataclasses.dataclass(frozen=True)
+class StudentOptimiser:
+    """The student's own optimiser, ``params.distill_*`` of SELENA and DMP (-1, or 0 for the batch
+    size: the first phase's). Why: their reference code trains the first phase with plain SGD and
     the student with momentum 0.99 and weight decay (HAMP's artefact, location/train-selena.py:430,
     location/train-org-dmp.py:419), and fedmist's DMP teacher is the SGD baseline's recipe."""
-    changes = {k: v for k, v in (("momentum", momentum), ("weight_decay", weight_decay)) if v >= 0}
-    if batch_size > 0:
-        changes["batch_size"] = batch_size
-    return dataclasses.replace(cfg, **changes) if changes else cfg
 
+    distill_momentum: float = -1.0  # the student's SGD momentum; -1 = cfg.momentum
+    distill_weight_decay: float = -1.0  # the student's weight decay; -1 = cfg.weight_decay
+    distill_batch_size: int = 0  # the student's batch size; 0 = cfg.batch_size
 
-def check_student_optimiser(defense: str, momentum: float, weight_decay: float, batch_size: int) -> None:
-    """ConfigError naming the bad ``params.distill_*`` value of ``defense``."""
-    if not (momentum == -1 or 0 <= momentum < 1):
-        raise ConfigError(f"{defense}'s params.distill_momentum must be in [0, 1) or -1 (the run's), got {momentum}")
-    if not (weight_decay == -1 or weight_decay >= 0):
-        raise ConfigError(f"{defense}'s params.distill_weight_decay must be >= 0 or -1 (the run's), "
-                          f"got {weight_decay}")
-    if batch_size < 0:
-        raise ConfigError(f"{defense}'s params.distill_batch_size must be >= 1 or 0 (the run's), got {batch_size}")
+    def check_student(self, defense: str) -> None:
+        """ConfigError naming the bad ``params.distill_*`` value of ``defense``."""
+        m, wd, b = self.distill_momentum, self.distill_weight_decay, self.distill_batch_size
+        if not (m == -1 or 0 <= m < 1):
+            raise ConfigError(f"{defense}'s params.distill_momentum must be in [0, 1) or -1 (the run's), got {m}")
+        if not (wd == -1 or wd >= 0):
+            raise ConfigError(f"{defense}'s params.distill_weight_decay must be >= 0 or -1 (the run's), got {wd}")
+        if b < 0:
+            raise ConfigError(f"{defense}'s params.distill_batch_size must be >= 1 or 0 (the run's), got {b}")
+
+    def student_cfg(self, cfg: RunConfig) -> RunConfig:
+        """The run's config with these settings for the student's jobs."""
+        changes = {k: v for k, v in (("momentum", self.distill_momentum),
+                                     ("weight_decay", self.distill_weight_decay)) if v >= 0}
+        if self.distill_batch_size > 0:
+            changes["batch_size"] = self.distill_batch_size
+        return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
 def distill(run: TrainingRun, federation: Federation, student: State, rows: np.ndarray, targets: np.ndarray, *,
@@ -85,7 +92,7 @@ def distill(run: TrainingRun, federation: Federation, student: State, rows: np.n
             cfg: RunConfig | None = None) -> State:
     """Distillation epochs ``start..epochs`` of the student on client 0 (reported as run epochs
     ``cfg.epochs + d``); ``keep`` (``aux/`` tensors) rides along in every checkpoint but the last so
-    a resumed run finds its soft labels; ``cfg``: the student's config (``student_cfg``), else the
+    a resumed run finds its soft labels; ``cfg``: the student's config (``StudentOptimiser.student_cfg``), else the
     run's. Returns the student's weights."""
     cfg, keep = cfg or run.cfg, keep or {}
     if len(rows) != len(targets):

@@ -48,12 +48,11 @@ from fedmist.config import RunConfig
 from fedmist.defenses.distillation import (
     STAGE_DISTILL,
     STAGE_FIRST,
-    check_student_optimiser,
+    StudentOptimiser,
     distill,
     distill_epochs_of,
     fresh_state,
     phase_lr,
-    student_cfg,
 )
 from fedmist.defenses.registry import (
     AUX,
@@ -85,7 +84,7 @@ SYNTHETIC_STEP = "dmp_synthetic"
 
 
 @dataclass(frozen=True)
-class DmpParams:
+class DmpParams(StudentOptimiser):
     # Softmax temperature of the teacher's soft labels; 1 as in the DMP reproduction of Chen &
     # Pattabiraman's HAMP artefact (t_softmax = 1). Higher T = softer labels.
     temperature: float = 1.0
@@ -98,11 +97,8 @@ class DmpParams:
     # > 0: the student trains on this many rows drawn from the members' feature marginals (module
     # docstring) instead of the reference rows; 0 = the reference rows (the default)
     synthetic_rows: int = 0
-    # The student's own optimiser (fedmist.defenses.distillation.student_cfg): HAMP's artefact
-    # distils with momentum 0.99, weight decay 1e-5 and batch 64 after a teacher trained otherwise.
-    distill_momentum: float = -1.0  # -1 = cfg.momentum
-    distill_weight_decay: float = -1.0  # -1 = cfg.weight_decay
-    distill_batch_size: int = 0  # 0 = cfg.batch_size
+    # (+ distill_momentum / distill_weight_decay / distill_batch_size, the student's own optimiser:
+    # StudentOptimiser; HAMP's artefact distils with momentum 0.99, wd 1e-5 and batch 64.)
 
     def check(self) -> None:
         if not self.temperature > 0:
@@ -111,7 +107,7 @@ class DmpParams:
             raise ConfigError(f"dmp's params.select_fraction must be in (0, 1], got {self.select_fraction}")
         if self.select_size < 0 or self.distill_epochs < 0 or self.distill_lr < 0 or self.synthetic_rows < 0:
             raise ConfigError("dmp's params.select_size, distill_epochs, distill_lr and synthetic_rows must be >= 0")
-        check_student_optimiser("dmp", self.distill_momentum, self.distill_weight_decay, self.distill_batch_size)
+        self.check_student("dmp")
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
@@ -224,7 +220,7 @@ def distill_synthetic(run: TrainingRun, federation: Federation, student: State, 
                       cfg: RunConfig | None = None) -> State:
     """The student's epochs ``start..epochs`` on the synthetic rows (as ``distill`` does on rows of
     the dataset), reported as run epochs ``cfg.epochs + d``; ``cfg``: the student's config
-    (``student_cfg``), else the run's."""
+    (``StudentOptimiser.student_cfg``), else the run's."""
     cfg = cfg or run.cfg
     for d in range(start, epochs + 1):
         t0 = time.perf_counter()
@@ -284,7 +280,7 @@ def train_dmp(run: TrainingRun, federation: Federation, rounds: Rounds) -> State
     start = max(1, run.start_epoch - cfg.epochs)
     train = distill_synthetic if synthetic else distill
     return train(run, federation, student, rows, targets, base_lr=base_lr, epochs=epochs, start=start, keep=keep,
-                 cfg=student_cfg(cfg, p.distill_momentum, p.distill_weight_decay, p.distill_batch_size))
+                 cfg=p.student_cfg(cfg))
 
 
 DMP = register_defense(DefenseSpec(

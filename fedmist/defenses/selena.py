@@ -28,12 +28,11 @@ import torch
 from fedmist.config import RunConfig
 from fedmist.defenses.distillation import (
     STAGE_FIRST,
-    check_student_optimiser,
+    StudentOptimiser,
     distill,
     distill_epochs_of,
     fresh_state,
     prefixed,
-    student_cfg,
     unprefixed,
 )
 from fedmist.defenses.registry import AUX, DefenseSpec, Knob, model_part, register_defense
@@ -56,14 +55,11 @@ _SALT = 0x5E1E  # separates SELENA's draws from every other use of the run seed
 
 
 @dataclass(frozen=True)
-class SelenaParams:
+class SelenaParams(StudentOptimiser):
     K: int = 25  # sub-models (SELENA's code default)
     L: int = 10  # sub-models each member is left out of (SELENA's code default)
     distill_epochs: int = 0  # epochs of self-distillation; 0 = cfg.epochs
     distill_lr: float = 0.0  # learning rate of self-distillation; 0 = cfg.lr
-    distill_momentum: float = -1.0  # the student's SGD momentum; -1 = cfg.momentum
-    distill_weight_decay: float = -1.0  # the student's weight decay; -1 = cfg.weight_decay
-    distill_batch_size: int = 0  # the student's batch size; 0 = cfg.batch_size
 
     def check(self) -> None:
         if self.K < 2:
@@ -72,7 +68,7 @@ class SelenaParams:
             raise ConfigError(f"selena needs 1 <= params.L < params.K ({self.K}), got L={self.L}")
         if self.distill_epochs < 0 or self.distill_lr < 0:
             raise ConfigError("selena's params.distill_epochs and params.distill_lr must be >= 0")
-        check_student_optimiser("selena", self.distill_momentum, self.distill_weight_decay, self.distill_batch_size)
+        self.check_student("selena")
 
 
 def leave_out(n: int, K: int, L: int, seed: int) -> np.ndarray:
@@ -179,7 +175,7 @@ def train_selena(run: TrainingRun, federation: Federation, rounds: Rounds) -> St
     return distill(run, federation, student, members, targets, base_lr=p.distill_lr or cfg.lr,
                    epochs=distill_epochs_of(cfg, p.distill_epochs), start=start,
                    keep={TARGETS: torch.from_numpy(np.ascontiguousarray(targets))},
-                   cfg=student_cfg(cfg, p.distill_momentum, p.distill_weight_decay, p.distill_batch_size))
+                   cfg=p.student_cfg(cfg))
 
 
 SELENA = register_defense(DefenseSpec(
